@@ -1,0 +1,27 @@
+# Two commands for a fresh machine; each makes the repo's own venv (.venv, git-ignored) if missing:
+#   make demo   -> the offline demo DAG (synthetic VOC, random weights), figures in figures/
+#   make test   -> the test suite
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed
+CORES ?= 2
+
+.PHONY: demo test test-slurm bench clean-demo
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[test]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/demo.yaml --workflow-profile profiles/default
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q
+
+test-slurm: $(STAMP)
+	bash tests/slurm/run_slurm_test.sh
+
+bench: $(STAMP)
+	$(VENV)/bin/python bench/bench_attribution.py
+	$(VENV)/bin/python bench/bench_metrics.py

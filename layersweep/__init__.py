@@ -1,0 +1,1 @@
+"""layersweep: layer-by-layer attribution maps as a Snakemake pipeline."""
