@@ -1,0 +1,44 @@
+"""Config checks that Snakemake's schema validation leaves to us: one sentence per problem."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from .errors import LayersweepError
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def check_config(config: dict, schema_path: str | Path) -> None:
+    """Validate against the JSON schema; the first error becomes one sentence naming the key."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is None:
+        pass
+    elif error.validator == "additionalProperties":
+        raise LayersweepError(f"config section '{_key(error.absolute_path)}' has an unknown key: {error.message}.")
+    else:
+        raise LayersweepError(f"config key '{_key(error.absolute_path)}' is invalid: {error.message}.")
+    data = config["data"]
+    if data.get("synthetic") and not data.get("voc_root"):
+        raise LayersweepError("config key 'data.synthetic' needs 'data.voc_root' to say where the synthetic VOC is written.")
+
+
+def n_shards(n_images: int, shard_size: int) -> int:
+    return math.ceil(n_images / shard_size)
+
+
+def shard_range(k: int, n_images: int, shard_size: int) -> tuple[int, int]:
+    """Positions [start, stop) of shard k in the seeded evaluation order."""
+    return k * shard_size, min((k + 1) * shard_size, n_images)
+
+
+def r_label(r: float) -> str:
+    """The file-name form of a rescale factor: 0.3 -> '0.3'."""
+    return f"{float(r):g}"

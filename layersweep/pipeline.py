@@ -1,0 +1,55 @@
+"""Glue the Snakemake scripts share: which crops a shard holds, the baselines, the fitted model."""
+from __future__ import annotations
+
+import numpy as np
+
+from .data import baseline_crop_ids, eval_order, read_split
+from .device import resolve_device
+from .errors import LayersweepError
+from .model import load_model
+
+
+def select(crops: np.ndarray, index, crop_ids) -> tuple[np.ndarray, np.ndarray]:
+    """Crops and labels of `crop_ids`, in that order."""
+    pos = {cid: i for i, cid in enumerate(index["crop_id"])}
+    missing = [c for c in crop_ids if c not in pos]
+    if missing:
+        raise LayersweepError(f"crop id '{missing[0]}' is not among the test crops; check config key 'figures.example_crops'.")
+    rows = np.array([pos[c] for c in crop_ids], dtype=np.int64)
+    return crops[rows], index["label"].to_numpy()[rows]
+
+
+def eval_shard(crops_path, index_path, *, seed: int, start: int, stop: int):
+    """(crop ids, uint8 crops, labels) of evaluation positions [start, stop)."""
+    crops, index = read_split(crops_path, index_path)
+    order = eval_order(index, seed)
+    if stop > len(order):
+        raise LayersweepError(f"config key 'data.n_images' asks for {stop} evaluation crops but the test split has only {len(order)}.")
+    ids = list(order[start:stop])
+    crops_sel, labels = select(crops, index, ids)
+    return ids, crops_sel, labels
+
+
+def example_crop_ids(index, spec, seed: int) -> list[str]:
+    """figures.example_crops: the first N evaluation crops, or explicit crop ids."""
+    if isinstance(spec, int):
+        return list(eval_order(index, seed)[:spec])
+    return list(spec)
+
+
+def baselines(inputs, n: int, seed: int) -> np.ndarray:
+    """The DeepLiftShap baseline distribution: n random trainval crops (seeded)."""
+    train_crops, train_index = read_split(inputs.train_crops, inputs.train_index)
+    val_crops, val_index = read_split(inputs.val_crops, inputs.val_index)
+    ids = baseline_crop_ids(train_index, val_index, n, seed)
+    pool = np.concatenate([train_crops, val_crops])
+    import pandas as pd
+    index = pd.concat([train_index, val_index], ignore_index=True)
+    return select(pool, index, ids)[0]
+
+
+def fitted_model(inputs, device_name: str):
+    device = resolve_device(device_name)
+    weights = inputs.get("weights") if hasattr(inputs, "get") else None
+    model = load_model(inputs.checkpoint, weights_path=weights or None, device=device)
+    return model, device

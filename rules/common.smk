@@ -1,0 +1,124 @@
+# Shared by every rule file: config checks, paths, and the input functions.
+import sys
+from pathlib import Path
+
+from layersweep.config import check_config, n_shards, r_label, shard_range
+from layersweep.errors import LayersweepError
+
+try:
+    check_config(config, workflow.source_path("../config.schema.yaml"))
+except LayersweepError as exc:
+    # One sentence, not a traceback: the config is the user's file.
+    sys.exit(f"layersweep: {exc}")
+validate(config, "../config.schema.yaml")  # fills the schema's defaults for optional keys
+
+DATA, MODEL, ATTR, METRICS = config["data"], config["model"], config["attribution"], config["metrics"]
+SEED = config["seed"]
+SPLITS = ["train", "val", "test"]
+HEAVY_GPU = 0 if config["device"] == "cpu" else 1  # `gpu` resource of the rules that use the device
+
+
+def methods():
+    from layersweep.attribution import available_methods
+
+    known = available_methods()
+    unknown = [m for m in ATTR["methods"] if m not in known]
+    if unknown:
+        sys.exit(f"layersweep: config key 'attribution.methods' names the unknown method '{unknown[0]}'; known methods: {', '.join(sorted(known))}.")
+    return ATTR["methods"]
+
+
+METHODS = methods()
+RESCALE_RS = [r_label(r) for r in config["rescale"]["r"]]
+
+wildcard_constraints:
+    split="train|val|test",
+    method="|".join(METHODS),
+    k=r"\d+",
+    r=r"[0-9.]+",
+    which="trainval|test",
+
+
+# ---- where the VOC tree comes from: a synthetic one, a local copy, or the downloaded archives
+if DATA.get("voc_root"):
+    VOC_DIR = str(Path(DATA["voc_root"]) / "VOCdevkit" / "VOC2007")
+else:
+    VOC_DIR = "resources/voc/VOCdevkit/VOC2007"
+
+
+def voc_ready():
+    if DATA.get("synthetic"):
+        return f"{VOC_DIR}/.layersweep-synthetic.json"
+    if DATA.get("voc_root"):
+        return []  # a local copy: the crops rule checks it and names what is missing
+    return ["resources/voc/.extracted-trainval", "resources/voc/.extracted-test"]
+
+
+def weights_file():
+    """ImageNet weights: a local copy, or the download; nothing for a random init."""
+    if MODEL["init"] != "imagenet":
+        return []
+    return MODEL.get("weights") or f"resources/weights/{MODEL['weights_file']}"
+
+
+def split_files(split):
+    return {"crops": f"results/data/{split}_crops.npy", "index": f"results/data/{split}.parquet"}
+
+
+MODEL_FILES = {"checkpoint": "results/model/head.pt"}
+
+
+# ---- evaluation shards: stable crop positions, so a larger n_images only adds shards
+def n_eval_images():
+    n = DATA["n_images"]
+    if n == "all":  # known only once the test crops exist
+        import pandas as pd
+
+        n = len(pd.read_parquet(checkpoints.crops.get(split="test").output.index))
+    return n
+
+
+def shard_ids():
+    return list(range(n_shards(n_eval_images(), DATA["shard_size"])))
+
+
+def shard_params(wildcards):
+    start, stop = shard_range(int(wildcards.k), n_eval_images(), DATA["shard_size"])
+    return {"seed": SEED, "start": start, "stop": stop}
+
+
+def metric_shards(method_list, r=None):
+    sub = "results/metrics" if r is None else f"results/metrics/rescaled-{r}"
+    return [f"{sub}/{m}/shard-{k}.parquet" for m in method_list for k in shard_ids()]
+
+
+def log_of(rule, *wildcard_names):
+    parts = "-".join("{" + w + "}" for w in wildcard_names) or rule
+    return f"logs/{rule}/{parts}.log"
+
+
+def bench_of(rule, *wildcard_names):
+    parts = "-".join("{" + w + "}" for w in wildcard_names) or rule
+    return f"benchmarks/{rule}/{parts}.tsv"
+
+
+# ---- resources: sized from the shard and the crop size; grow with each retry
+def _pixels_factor():
+    return (DATA["crop_size"] / 224) ** 2
+
+
+def attribution_mem_mb(wildcards, attempt):
+    # ~150 MB of activations and gradients per (crop, baseline) pair at 224 px, plus the model
+    return int((1500 + 150 * ATTR["max_pairs"] * _pixels_factor()) * attempt)
+
+
+def scoring_mem_mb(wildcards, attempt):
+    # one forward batch of perturbed images, no gradients: ~60 MB per image at 224 px
+    return int((1500 + 60 * METRICS["batch_size"] * _pixels_factor()) * attempt)
+
+
+def shard_runtime(minutes_per_crop):
+    def runtime(wildcards, attempt):
+        return int((10 + minutes_per_crop * DATA["shard_size"] * _pixels_factor()) * attempt)
+
+    return runtime

@@ -1,0 +1,22 @@
+# VOC annotations -> one uint8 array of 224x224 object crops per split, plus a parquet index.
+
+
+# A checkpoint so that `n_images: all` can count the test crops; with a number it acts as a plain rule.
+checkpoint crops:
+    input:
+        voc_ready(),
+    output:
+        **split_files("{split}"),
+    params:
+        voc_dir=VOC_DIR,
+        crop_size=DATA["crop_size"],
+    log:
+        log_of("crops", "split"),
+    benchmark:
+        bench_of("crops", "split")
+    threads: 1
+    resources:
+        mem_mb=lambda wc, attempt: int((1000 + 8000 * (DATA["crop_size"] / 224) ** 2) * attempt),
+        runtime=lambda wc, attempt: 30 * attempt,
+    script:
+        "../scripts/crops.py"

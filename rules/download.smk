@@ -1,0 +1,70 @@
+# Downloads (localrules: only the login node has a network on most clusters) and the demo's fake VOC.
+
+
+rule download_voc:
+    output:
+        "resources/downloads/{archive}.tar",
+    params:
+        spec=lambda wc: archive_spec(wc.archive),
+    log:
+        "logs/download_voc/{archive}.log",
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=120,
+    script:
+        "../scripts/download_voc.py"
+
+
+def archive_spec(name):
+    for which, spec in DATA["archives"].items():
+        if spec["file"] == f"{name}.tar":
+            return dict(spec, which=which)
+    raise ValueError(f"no archive named {name}.tar in config key 'data.archives'")
+
+
+rule extract_voc:
+    input:
+        lambda wc: f"resources/downloads/{Path(DATA['archives'][wc.which]['file']).stem}.tar",
+    output:
+        "resources/voc/.extracted-{which}",
+    log:
+        "logs/extract_voc/{which}.log",
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=60,
+    script:
+        "../scripts/extract_voc.py"
+
+
+rule download_weights:
+    output:
+        f"resources/weights/{MODEL.get('weights_file', 'vgg11-8a719046.pth')}",
+    params:
+        mirrors=MODEL.get("weights_mirrors", []),
+        sha256_prefix=MODEL.get("weights_sha256_prefix"),
+    log:
+        "logs/download_weights/download_weights.log",
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=30,
+    script:
+        "../scripts/download_weights.py"
+
+
+rule synthetic_voc:
+    output:
+        f"{VOC_DIR}/.layersweep-synthetic.json",
+    params:
+        root=DATA.get("voc_root"),
+        synthetic=DATA.get("synthetic"),
+    log:
+        "logs/synthetic_voc/synthetic_voc.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/synthetic_voc.py"

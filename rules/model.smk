@@ -1,0 +1,58 @@
+# VGG11 with a 20-class head: cache the frozen features once, then fit the head on them in seconds.
+
+
+rule frozen_features:
+    input:
+        unpack(lambda wc: split_files(wc.split)),
+        weights=weights_file(),
+    output:
+        "results/model/features-{train}_{split}.npy",
+    params:
+        init=MODEL["init"],
+        seed=SEED,
+        batch_size=MODEL.get("feature_batch_size", 64),
+        device=config["device"],
+    log:
+        log_of("frozen_features", "train", "split"),
+    benchmark:
+        bench_of("frozen_features", "train", "split")
+    threads: 4
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
+        gpu=HEAVY_GPU,
+    wildcard_constraints:
+        train="head|classifier",
+    script:
+        "../scripts/frozen_features.py"
+
+
+rule train_head:
+    input:
+        features=expand("results/model/features-{train}_{split}.npy", train=MODEL["train"], split=SPLITS),
+        index=expand("results/data/{split}.parquet", split=SPLITS),
+        weights=weights_file(),
+    output:
+        checkpoint=MODEL_FILES["checkpoint"],
+        history="results/model/history.parquet",
+        accuracy="results/model/test_accuracy.json",
+    params:
+        init=MODEL["init"],
+        train=MODEL["train"],
+        seed=SEED,
+        lr=MODEL["lr"],
+        batch_size=MODEL["batch_size"],
+        max_epochs=MODEL["max_epochs"],
+        patience=MODEL["patience"],
+        device=config["device"],
+    log:
+        "logs/train_head/train_head.log",
+    benchmark:
+        "benchmarks/train_head/train_head.tsv"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 30 * attempt,
+        gpu=HEAVY_GPU,
+    script:
+        "../scripts/train_head.py"

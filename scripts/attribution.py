@@ -1,0 +1,22 @@
+from layersweep.script_runner import run_script
+
+
+def main(sm):
+    from layersweep import pipeline
+    from layersweep.attribution import attribute_crops, write_attribution_shard
+    from layersweep.layers import parse_layers
+
+    p = sm.params
+    ids, crops, labels = pipeline.eval_shard(sm.input.crops, sm.input.index, **p.shard)
+    model, device = pipeline.fitted_model(sm.input, p.device)
+    layers = parse_layers(p.layers, len(model.features))
+    base = pipeline.baselines(sm.input, p.n_baselines, p.shard["seed"])
+    method = sm.wildcards.method
+    out = attribute_crops(model, crops, labels, base, [method], layers, batch_size=p.batch_size,
+                          max_pairs=p.max_pairs, device=device, attribute_to=p.attribute_to,
+                          bf16_autocast=p.bf16_autocast)
+    write_attribution_shard(sm.output[0], method, ids, labels, out["logit"], out["prob"], out["maps"][method],
+                            p.store_dtype)
+
+
+run_script(snakemake, main)

@@ -1,0 +1,18 @@
+import pandas as pd
+
+from layersweep.script_runner import run_script
+
+
+def main(sm):
+    from layersweep import figures
+
+    p = sm.params
+    summary = pd.read_parquet(sm.input.summary)
+    reference = figures.load_reference(p.reference_json)
+    if sm.rule == "fig5":
+        figures.fig5(summary, sm.output.pdf, sm.output.png, sm.output.table, reference=reference, **p.plot)
+    else:
+        figures.fig6(summary, p.r, sm.output.pdf, sm.output.png, sm.output.table, reference=reference, **p.plot)
+
+
+run_script(snakemake, main)

@@ -1,0 +1,13 @@
+import pandas as pd
+
+from layersweep.script_runner import run_script
+
+
+def main(sm):
+    from layersweep import figures
+
+    figures.fig7(pd.read_parquet(sm.input.paired), sm.params.r, sm.output.pdf, sm.output.png, sm.output.table,
+                 **sm.params.plot)
+
+
+run_script(snakemake, main)
