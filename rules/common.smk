@@ -48,7 +48,7 @@ else:
 
 def voc_ready():
     if DATA.get("synthetic"):
-        return f"{VOC_DIR}/.layersweep-synthetic.json"
+        return DATA["voc_root"]  # the synthetic_voc rule's directory
     if DATA.get("voc_root"):
         return []  # a local copy: the crops rule checks it and names what is missing
     return ["resources/voc/.extracted-trainval", "resources/voc/.extracted-test"]

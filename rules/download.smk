@@ -56,9 +56,8 @@ rule download_weights:
 
 rule synthetic_voc:
     output:
-        f"{VOC_DIR}/.layersweep-synthetic.json",
+        directory(DATA["voc_root"] or "resources/VOCsynthetic"),
     params:
-        root=DATA.get("voc_root"),
         synthetic=DATA.get("synthetic"),
     log:
         "logs/synthetic_voc/synthetic_voc.log",
