@@ -74,8 +74,8 @@ def train_on_features(part: nn.Module, feats_train, y_train, feats_val, y_val, *
         raise LayersweepError("the train or val split has no crops; check config key 'data.voc_root'.")
     gen = torch.Generator().manual_seed(seed)
     part = part.to(device)
-    xt, yt = torch.as_tensor(feats_train, device=device), torch.as_tensor(y_train, device=device).long()
-    xv, yv = torch.as_tensor(feats_val, device=device), torch.as_tensor(y_val, device=device).long()
+    xt, yt = torch.tensor(feats_train, device=device), torch.tensor(y_train, device=device).long()
+    xv, yv = torch.tensor(feats_val, device=device), torch.tensor(y_val, device=device).long()
     opt = torch.optim.Adam(part.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     best_loss, best_state, since_best, rows = float("inf"), None, 0, []
