@@ -19,9 +19,14 @@ def select(crops: np.ndarray, index, crop_ids) -> tuple[np.ndarray, np.ndarray]:
     return crops[rows], index["label"].to_numpy()[rows]
 
 
+def crops_by_id(crops_path, index_path, crop_ids):
+    """uint8 crops and labels of `crop_ids`, read through a memory map (a shard needs a few rows)."""
+    return select(*read_split(crops_path, index_path, mmap_mode="r"), crop_ids)
+
+
 def eval_shard(crops_path, index_path, *, seed: int, start: int, stop: int):
     """(crop ids, uint8 crops, labels) of evaluation positions [start, stop)."""
-    crops, index = read_split(crops_path, index_path)
+    crops, index = read_split(crops_path, index_path, mmap_mode="r")  # a shard needs a few rows
     order = eval_order(index, seed)
     if stop > len(order):
         raise LayersweepError(f"config key 'data.n_images' asks for {stop} evaluation crops but the test split has only {len(order)}.")
@@ -39,13 +44,15 @@ def example_crop_ids(index, spec, seed: int) -> list[str]:
 
 def baselines(inputs, n: int, seed: int) -> np.ndarray:
     """The DeepLiftShap baseline distribution: n random trainval crops (seeded)."""
-    train_crops, train_index = read_split(inputs.train_crops, inputs.train_index)
-    val_crops, val_index = read_split(inputs.val_crops, inputs.val_index)
-    ids = baseline_crop_ids(train_index, val_index, n, seed)
-    pool = np.concatenate([train_crops, val_crops])
-    import pandas as pd
-    index = pd.concat([train_index, val_index], ignore_index=True)
-    return select(pool, index, ids)[0]
+    train_crops, train_index = read_split(inputs.train_crops, inputs.train_index, mmap_mode="r")
+    val_crops, val_index = read_split(inputs.val_crops, inputs.val_index, mmap_mode="r")
+    wanted = baseline_crop_ids(train_index, val_index, n, seed)
+    parts = {}
+    for crops, index in ((train_crops, train_index), (val_crops, val_index)):
+        in_split = [c for c in wanted if c in set(index["crop_id"])]
+        if in_split:
+            parts.update(zip(in_split, select(crops, index, in_split)[0]))
+    return np.stack([parts[c] for c in wanted])
 
 
 def fitted_model(inputs, device_name: str):

@@ -8,7 +8,7 @@ def main(sm):
     from layersweep.preprocess import to_model_input
 
     p = sm.params
-    crops, index = read_split(sm.input.crops, sm.input.index)
+    crops, index = read_split(sm.input.crops, sm.input.index, mmap_mode="r")
     ids = pipeline.example_crop_ids(index, p.example_crops, p.seed)
     sel, labels = pipeline.select(crops, index, ids)
     model, device = pipeline.fitted_model(sm.input, p.device)

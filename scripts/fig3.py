@@ -9,7 +9,7 @@ def main(sm):
     from layersweep.layers import layer_specs
 
     p = sm.params
-    crops, index = read_split(sm.input.crops, sm.input.index)
+    crops, index = read_split(sm.input.crops, sm.input.index, mmap_mode="r")
     crop, _ = pipeline.select(crops, index, pipeline.example_crop_ids(index, 1, p.seed))
     figures.fig3(crop[0], layer_specs(vgg11().features), p.layers, sm.output.pdf, sm.output.png,
                  sm.output.table, **p.plot)

@@ -9,7 +9,7 @@ def main(sm):
 
     p = sm.params
     shard = read_attribution_shard(sm.input.maps)
-    crops, _ = pipeline.select(*pipeline.read_split(sm.input.crops, sm.input.index), list(shard["crop_id"]))
+    crops, _ = pipeline.crops_by_id(sm.input.crops, sm.input.index, list(shard["crop_id"]))
     model, device = pipeline.fitted_model(sm.input, p.device)
     table = score_shard(model, crops, shard, mask_space=p.mask_space, curve_points=p.curve_points,
                         blur_kernel=p.blur_kernel, blur_sigma=p.blur_sigma, batch_size=p.batch_size,

@@ -9,7 +9,7 @@ def main(sm):
 
     p = sm.params
     shard = read_attribution_shard(sm.input.maps)
-    crops, _ = pipeline.select(*pipeline.read_split(sm.input.crops, sm.input.index), list(shard["crop_id"]))
+    crops, _ = pipeline.crops_by_id(sm.input.crops, sm.input.index, list(shard["crop_id"]))
     model, device = pipeline.fitted_model(sm.input, p.device)
     table = score_rescaled_shard(model, crops, shard, r=p.r, rtol=p.rtol, mask_space=p.mask_space,
                                  batch_size=p.batch_size, constant_eps=p.constant_eps, device=device)
