@@ -24,6 +24,14 @@ def crops_by_id(crops_path, index_path, crop_ids):
     return select(*read_split(crops_path, index_path, mmap_mode="r"), crop_ids)
 
 
+def shard_crops(shard_path, crops_path, index_path):
+    """(crop ids, uint8 crops) of the crops an attribution shard holds."""
+    from .attribution import read_attribution_shard
+
+    ids = [str(c) for c in read_attribution_shard(shard_path)["crop_id"]]
+    return ids, crops_by_id(crops_path, index_path, ids)[0]
+
+
 def eval_shard(crops_path, index_path, *, seed: int, start: int, stop: int):
     """(crop ids, uint8 crops, labels) of evaluation positions [start, stop)."""
     crops, index = read_split(crops_path, index_path, mmap_mode="r")  # a shard needs a few rows

@@ -3,16 +3,15 @@ from layersweep.script_runner import run_script
 
 def main(sm):
     from layersweep import pipeline
-    from layersweep.attribution import read_attribution_shard
     from layersweep.io import write_parquet
     from layersweep.metrics import score_rescaled_shard
 
     p = sm.params
-    shard = read_attribution_shard(sm.input.maps)
-    crops, _ = pipeline.crops_by_id(sm.input.crops, sm.input.index, list(shard["crop_id"]))
+    ids, crops = pipeline.shard_crops(sm.input.maps, sm.input.crops, sm.input.index)
     model, device = pipeline.fitted_model(sm.input, p.device)
-    table = score_rescaled_shard(model, crops, shard, r=p.r, rtol=p.rtol, mask_space=p.mask_space,
-                                 batch_size=p.batch_size, constant_eps=p.constant_eps, device=device)
+    table = score_rescaled_shard(model, crops, sm.input.maps, crop_ids=ids, r=p.r, rtol=p.rtol,
+                                 mask_space=p.mask_space, batch_size=p.batch_size, constant_eps=p.constant_eps,
+                                 device=device)
     write_parquet(table, sm.output[0])
 
 
