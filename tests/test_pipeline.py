@@ -62,7 +62,7 @@ def demo_run(tmp_path_factory):
     for name in PROJECT_FILES:
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, work / name)
-    fig5_only = snakemake(work, "--configfile", "config/demo.yaml", "figures/fig5.pdf")
+    fig5_only = snakemake(work, "figures/fig5.pdf", "--configfile", "config/demo.yaml")  # targets first: --configfile takes many
     built_for_fig5 = sorted(p.relative_to(work).as_posix() for p in (work / "figures").rglob("*") if p.is_file())
     rescaled_for_fig5 = list((work / "results" / "metrics").glob("rescaled-*"))
     snakemake(work, "--configfile", "config/demo.yaml")
@@ -142,3 +142,22 @@ def test_bad_config_value_stops_with_one_sentence(demo_run):
     cfg = with_config(work, "unknown_method", lambda c: c["attribution"].update(methods=["nosuchcam"]))
     proc = snakemake(work, "-n", "--configfile", cfg, check=False)
     assert proc.returncode != 0 and "unknown method 'nosuchcam'" in proc.stderr
+
+
+def test_real_config_offline_stops_with_one_sentence_and_leaves_nothing(tmp_path):
+    """The real config with no network and no local copies: the download says which file and which key."""
+    for name in PROJECT_FILES:
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp_path / name)
+    cfg = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    for spec in cfg["data"]["archives"].values():  # a closed loopback port: offline, without waiting on DNS
+        spec["mirrors"] = [f"http://127.0.0.1:9/{spec['file']}"]
+    (tmp_path / "offline.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path, "results/data/test.parquet", "--configfile", "offline.yaml", check=False,
+                     timeout=300)
+    assert proc.returncode != 0
+    assert ("layersweep: could not download VOCtest_06-Nov-2007.tar from"
+            in proc.stderr), proc.stderr[-3000:]
+    assert "set config key 'data.voc_root'" in proc.stderr
+    assert not (tmp_path / "resources").exists() or not any(p.is_file() for p in (tmp_path / "resources").rglob("*"))
+    assert not (tmp_path / "results").exists()
