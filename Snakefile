@@ -18,7 +18,7 @@ include: "rules/figures.smk"
 report: "report/workflow.rst"
 
 # The network is reachable from the login node only on most clusters.
-localrules: all, download_voc, extract_voc, download_weights, config_used
+localrules: all, download_voc, extract_voc, download_weights
 
 
 rule all:
@@ -26,5 +26,4 @@ rule all:
         expand("figures/fig{n}.pdf", n=range(2, 8)),
         "results/summary.parquet",
         "results/model/test_accuracy.json",
-        "results/config_used.yaml",
     default_target: True

@@ -30,6 +30,16 @@ def check_config(config: dict, schema_path: str | Path) -> None:
         raise LayersweepError("config key 'data.synthetic' needs 'data.voc_root' to say where the synthetic VOC is written.")
 
 
+def canonical(value):
+    """Dicts with sorted keys, recursively: Snakemake compares params by their text, so a config file
+    that lists the same keys in another order must not look like a change."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    return value
+
+
 def n_shards(n_images: int, shard_size: int) -> int:
     return math.ceil(n_images / shard_size)
 

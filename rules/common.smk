@@ -2,7 +2,7 @@
 import sys
 from pathlib import Path
 
-from layersweep.config import check_config, n_shards, r_label, shard_range
+from layersweep.config import canonical, check_config, n_shards, r_label, shard_range
 from layersweep.errors import LayersweepError
 
 try:

@@ -5,7 +5,7 @@ rule download_voc:
     output:
         "resources/downloads/{archive}.tar",
     params:
-        spec=lambda wc: archive_spec(wc.archive),
+        spec=lambda wc: canonical(archive_spec(wc.archive)),
     log:
         "logs/download_voc/{archive}.log",
     threads: 1
@@ -58,7 +58,7 @@ rule synthetic_voc:
     output:
         directory(DATA["voc_root"] or "resources/VOCsynthetic"),
     params:
-        synthetic=DATA.get("synthetic"),
+        synthetic=canonical(DATA.get("synthetic")),
     log:
         "logs/synthetic_voc/synthetic_voc.log",
     threads: 1

@@ -29,7 +29,7 @@ rule fig2:
         **figure_outputs(2),
     params:
         plot=plot_params(),
-        example_crops=FIGURES["example_crops"],
+        example_crops=canonical(FIGURES["example_crops"]),
         seed=SEED,
         n_baselines=ATTR["n_baselines"],
         max_pairs=ATTR["max_pairs"],
@@ -52,7 +52,7 @@ rule fig3:
         **figure_outputs(3),
     params:
         plot=plot_params(),
-        example_crops=FIGURES["example_crops"],
+        example_crops=canonical(FIGURES["example_crops"]),
         layers=FIGURES["fig3_layers"],
         seed=SEED,
     log:
@@ -143,19 +143,3 @@ rule fig7:
         runtime=5,
     script:
         "../scripts/fig7.py"
-
-
-# The config this run used, as a report item next to the figures.
-rule config_used:
-    output:
-        report("results/config_used.yaml", caption="../report/config.rst", category="Configuration"),
-    params:
-        config=config,
-    log:
-        "logs/config_used/config_used.log",
-    threads: 1
-    resources:
-        mem_mb=200,
-        runtime=2,
-    script:
-        "../scripts/config_used.py"
