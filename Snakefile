@@ -8,6 +8,16 @@ configfile: "config.yaml"
 
 
 include: "rules/common.smk"
+
+
+wildcard_constraints:
+    split="train|val|test",
+    method="|".join(METHODS),
+    k=r"\d+",
+    r=r"[0-9.]+",
+    which="trainval|test",
+
+
 include: "rules/download.smk"
 include: "rules/data.smk"
 include: "rules/model.smk"

@@ -31,5 +31,7 @@ rule attribution:
         mem_mb=attribution_mem_mb,
         runtime=shard_runtime(minutes_per_crop=0.5),
         gpu=HEAVY_GPU,
+    conda:
+        ENV
     script:
         "../scripts/attribution.py"

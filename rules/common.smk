@@ -1,4 +1,4 @@
-# Shared by every rule file: config checks, paths, and the input functions.
+# Config checks, paths, input functions and resource estimates, shared by every rules/*.smk file.
 import sys
 from pathlib import Path
 
@@ -31,12 +31,14 @@ def methods():
 METHODS = methods()
 RESCALE_RS = [r_label(r) for r in config["rescale"]["r"]]
 
-wildcard_constraints:
-    split="train|val|test",
-    method="|".join(METHODS),
-    k=r"\d+",
-    r=r"[0-9.]+",
-    which="trainval|test",
+ENV = "../envs/layersweep.yaml"  # for --software-deployment-method conda; the venv has the same pins
+
+
+def archive_spec(name):
+    for which, spec in DATA["archives"].items():
+        if spec["file"] == f"{name}.tar":
+            return dict(spec, which=which)
+    raise ValueError(f"no archive named {name}.tar in config key 'data.archives'")
 
 
 # ---- where the VOC tree comes from: a synthetic one, a local copy, or the downloaded archives
@@ -93,12 +95,12 @@ def metric_shards(method_list, r=None):
 
 
 def log_of(rule, *wildcard_names):
-    parts = "-".join("{" + w + "}" for w in wildcard_names) or rule
+    parts = "-".join(f"{{{w}}}" for w in wildcard_names) or rule
     return f"logs/{rule}/{parts}.log"
 
 
 def bench_of(rule, *wildcard_names):
-    parts = "-".join("{" + w + "}" for w in wildcard_names) or rule
+    parts = "-".join(f"{{{w}}}" for w in wildcard_names) or rule
     return f"benchmarks/{rule}/{parts}.tsv"
 
 
@@ -122,3 +124,19 @@ def shard_runtime(minutes_per_crop):
         return int((10 + minutes_per_crop * DATA["shard_size"] * _pixels_factor()) * attempt)
 
     return runtime
+
+
+# ---- figures
+FIGURES = config["figures"]
+
+
+def figure_outputs(n):
+    return {
+        "pdf": f"figures/fig{n}.pdf",
+        "png": report(f"figures/fig{n}.png", caption=f"../report/fig{n}.rst", category="Figures"),
+        "table": f"figures/tables/fig{n}.csv",
+    }
+
+
+def plot_params(**extra):
+    return dict(demo=config.get("demo", False), dpi=FIGURES["dpi"], **extra)

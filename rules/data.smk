@@ -18,5 +18,7 @@ checkpoint crops:
     resources:
         mem_mb=lambda wc, attempt: int((1000 + 8000 * (DATA["crop_size"] / 224) ** 2) * attempt),
         runtime=lambda wc, attempt: 30 * attempt,
+    conda:
+        ENV
     script:
         "../scripts/crops.py"

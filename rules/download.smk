@@ -12,15 +12,10 @@ rule download_voc:
     resources:
         mem_mb=500,
         runtime=120,
+    conda:
+        ENV
     script:
         "../scripts/download_voc.py"
-
-
-def archive_spec(name):
-    for which, spec in DATA["archives"].items():
-        if spec["file"] == f"{name}.tar":
-            return dict(spec, which=which)
-    raise ValueError(f"no archive named {name}.tar in config key 'data.archives'")
 
 
 rule extract_voc:
@@ -34,6 +29,8 @@ rule extract_voc:
     resources:
         mem_mb=500,
         runtime=60,
+    conda:
+        ENV
     script:
         "../scripts/extract_voc.py"
 
@@ -50,6 +47,8 @@ rule download_weights:
     resources:
         mem_mb=500,
         runtime=30,
+    conda:
+        ENV
     script:
         "../scripts/download_weights.py"
 
@@ -65,5 +64,7 @@ rule synthetic_voc:
     resources:
         mem_mb=1000,
         runtime=10,
+    conda:
+        ENV
     script:
         "../scripts/synthetic_voc.py"

@@ -1,21 +1,6 @@
 # The report's figures 2-7. Each rule reads only what its figure plots, so a plotting option or a new
 # rescale factor redraws only the figures that depend on it.
 
-FIGURES = config["figures"]
-
-
-def figure_outputs(n):
-    return {
-        "pdf": f"figures/fig{n}.pdf",
-        "png": report(f"figures/fig{n}.png", caption=f"../report/fig{n}.rst", category="Figures"),
-        "table": f"figures/tables/fig{n}.csv",
-    }
-
-
-def plot_params(**extra):
-    return dict(demo=config.get("demo", False), dpi=FIGURES["dpi"], **extra)
-
-
 rule fig2:
     input:
         **split_files("test"),
@@ -41,6 +26,8 @@ rule fig2:
         mem_mb=attribution_mem_mb,
         runtime=30,
         gpu=HEAVY_GPU,
+    conda:
+        ENV
     script:
         "../scripts/fig2.py"
 
@@ -63,6 +50,8 @@ rule fig3:
     resources:
         mem_mb=1000,
         runtime=5,
+    conda:
+        ENV
     script:
         "../scripts/fig3.py"
 
@@ -80,6 +69,8 @@ rule fig4:
     resources:
         mem_mb=1000,
         runtime=5,
+    conda:
+        ENV
     script:
         "../scripts/fig4.py"
 
@@ -100,6 +91,8 @@ rule fig5:
     resources:
         mem_mb=1000,
         runtime=5,
+    conda:
+        ENV
     script:
         "../scripts/fig5_fig6.py"
 
@@ -121,6 +114,8 @@ rule fig6:
     resources:
         mem_mb=1000,
         runtime=5,
+    conda:
+        ENV
     script:
         "../scripts/fig5_fig6.py"
 
@@ -141,5 +136,7 @@ rule fig7:
     resources:
         mem_mb=1000,
         runtime=5,
+    conda:
+        ENV
     script:
         "../scripts/fig7.py"

@@ -26,6 +26,8 @@ rule metrics:
         mem_mb=scoring_mem_mb,
         runtime=shard_runtime(minutes_per_crop=1.0),
         gpu=HEAVY_GPU,
+    conda:
+        ENV
     script:
         "../scripts/metrics.py"
 
@@ -55,6 +57,8 @@ rule metrics_rescaled:
         mem_mb=scoring_mem_mb,
         runtime=shard_runtime(minutes_per_crop=0.1),
         gpu=HEAVY_GPU,
+    conda:
+        ENV
     script:
         "../scripts/metrics_rescaled.py"
 
@@ -79,6 +83,8 @@ rule summary_plain:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        ENV
     script:
         "../scripts/summary.py"
 
@@ -117,6 +123,8 @@ rule paired_difference:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        ENV
     script:
         "../scripts/paired_difference.py"
 
@@ -135,5 +143,7 @@ rule summary:
     resources:
         mem_mb=1000,
         runtime=5,
+    conda:
+        ENV
     script:
         "../scripts/concat_tables.py"

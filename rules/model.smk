@@ -23,6 +23,8 @@ rule frozen_features:
         gpu=HEAVY_GPU,
     wildcard_constraints:
         train="head|classifier",
+    conda:
+        ENV
     script:
         "../scripts/frozen_features.py"
 
@@ -54,5 +56,7 @@ rule train_head:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=lambda wc, attempt: 30 * attempt,
         gpu=HEAVY_GPU,
+    conda:
+        ENV
     script:
         "../scripts/train_head.py"
