@@ -43,7 +43,7 @@ def planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
         m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
         if not m:
             break
-        if m.group(1) != "total":
+        if m.group(1) not in ("total", "all"):  # `all` is the default target, not work
             jobs[m.group(1)] = int(m.group(2))
     return jobs
 
