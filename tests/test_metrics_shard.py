@@ -175,5 +175,5 @@ def test_bad_input_is_one_sentence(tmp_path):
     for r in (0.0, 1.2):
         with pytest.raises(LayersweepError, match="r ="):
             score_rescaled_shard(model, crops, path, r=r, device="cpu", progress=False)
-    with pytest.raises(LayersweepError, match="cannot be read"):
+    with pytest.raises(LayersweepError, match="missing.npz does not exist"):
         score_shard(model, crops, tmp_path / "missing.npz", **KW)

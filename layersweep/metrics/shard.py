@@ -32,12 +32,12 @@ def read_shard(shard) -> dict:
     {'name', 'method', 'crop_id' (list of str), 'target' (int64 N), 'layers' (list of int),
     'maps' ({layer: array (N, h, w)}), 'prob' (float N or None)}."""
     if isinstance(shard, (str, os.PathLike)):
+        from ..attribution.shards import read_attribution_shard  # one reader of the file format
+
         name = os.fspath(shard)
-        try:
-            with np.load(name, allow_pickle=False) as z:
-                data = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
-            raise LayersweepError(f"attribution shard {name} cannot be read as npz ({e}).") from None
+        raw = read_attribution_shard(name)
+        data = {k: raw[k] for k in ("method", "crop_id", "target", "logit", "prob", "layers")}
+        data.update({f"map_{layer}": m for layer, m in raw["maps"].items()})
     else:
         name, data = "attribution shard", shard
     keys = set(data.keys())
