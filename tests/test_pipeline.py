@@ -161,3 +161,14 @@ def test_real_config_offline_stops_with_one_sentence_and_leaves_nothing(tmp_path
     assert "set config key 'data.voc_root'" in proc.stderr
     assert not (tmp_path / "resources").exists() or not any(p.is_file() for p in (tmp_path / "resources").rglob("*"))
     assert not (tmp_path / "results").exists()
+
+
+def test_html_report_has_figures_captions_and_config(demo_run):
+    work = demo_run["work"]
+    snakemake(work, "--configfile", "config/demo.yaml", "--report", "report.html")
+    html = (work / "report.html").read_text(errors="replace")
+    for n in range(2, 8):
+        assert f"fig{n}.png" in html
+    assert "Figure 5: Average Drop" in html  # a caption
+    assert "curve_points" in html  # the config used
+    assert "randomly initialised" in html  # the demo says what it is
