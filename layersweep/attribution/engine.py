@@ -1,0 +1,212 @@
+"""Public entry points: every requested layer of a batch in one shared pass per method family."""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+
+from ..errors import LayersweepError
+from .network import NONLINEAR, build_ops, num_classes
+from .passes import deeplift_pass, gradient_pass
+from .registry import get_method
+
+ATTRIBUTE_TO = ("output", "input")
+
+
+def _check_methods(methods) -> list:
+    if isinstance(methods, str):
+        methods = [methods]
+    methods = list(dict.fromkeys(methods))  # de-duplicate, keep order
+    if not methods:
+        raise LayersweepError("the list of attribution methods is empty; name at least one method.")
+    return [get_method(name) for name in methods]
+
+
+def _check_layers(layers, n_features: int) -> list[int]:
+    if isinstance(layers, (int, np.integer)):
+        layers = [layers]
+    if not isinstance(layers, Iterable):
+        raise LayersweepError(f"layers must be a list of indices into model.features, not {layers!r}.")
+    out = []
+    for layer in layers:
+        if isinstance(layer, (bool, np.bool_)) or not isinstance(layer, (int, np.integer)):
+            raise LayersweepError(f"layer {layer!r} is not an integer index into model.features (-1 = the model input).")
+        if not -1 <= int(layer) < n_features:
+            raise LayersweepError(f"layer {int(layer)} is outside -1..{n_features - 1} (model.features has {n_features} modules; -1 is the model input).")
+        out.append(int(layer))
+    if not out:
+        raise LayersweepError("the list of layers is empty; name at least one index into model.features.")
+    return sorted(set(out))
+
+
+def _check_tensors(model, images, targets, baselines, need_baselines, n_classes):
+    if not torch.is_tensor(images) or images.ndim != 4 or not images.is_floating_point():
+        raise LayersweepError(f"images must be a float tensor (B, C, H, W), not {type(images).__name__} {tuple(getattr(images, 'shape', ()))}.")
+    params = list(model.parameters())
+    if params and params[0].device != images.device:
+        raise LayersweepError(f"the model is on {params[0].device} but the images are on {images.device}; move both to the same device.")
+    targets = torch.as_tensor(targets)
+    if targets.shape != (images.shape[0],) or targets.is_floating_point() or targets.dtype == torch.bool:
+        raise LayersweepError(f"targets must be integer class indices of shape ({images.shape[0]},), not {targets.dtype} {tuple(targets.shape)}.")
+    if targets.device.type == "cpu":  # checked before moving: an out-of-range index is a device assert on CUDA
+        bad = targets[(targets < 0) | (targets >= n_classes)]
+        if bad.numel():
+            raise LayersweepError(f"target class {int(bad[0])} is outside 0..{n_classes - 1} (the model has {n_classes} classes).")
+    targets = targets.to(images.device, torch.int64)
+    if need_baselines:
+        if baselines is None:
+            raise LayersweepError("the DeepLift-family methods need `baselines` (K, C, H, W); none were given.")
+        if not torch.is_tensor(baselines) or baselines.ndim != 4 or baselines.shape[1:] != images.shape[1:] or baselines.shape[0] < 1:
+            shape = ", ".join(map(str, images.shape[1:]))
+            raise LayersweepError(f"baselines must be a tensor (K, {shape}) with K >= 1, "
+                                  f"not {tuple(getattr(baselines, 'shape', ()))}.")
+        baselines = baselines.to(images.device, images.dtype)
+    return targets, baselines
+
+
+def _attribute(model, images, targets, methods, layers, *, baselines=None, attribute_to="output",
+               max_pairs=64, bf16_autocast=False):
+    """attribute_layers plus the target logits (B, n_classes) of the forward it ran."""
+    if attribute_to not in ATTRIBUTE_TO:
+        raise LayersweepError(f"attribute_to is {attribute_to!r}; use 'output' or 'input' (config key 'attribution.attribute_to').")
+    if isinstance(max_pairs, bool) or not isinstance(max_pairs, (int, np.integer)) or max_pairs < 1:
+        raise LayersweepError(f"max_pairs is {max_pairs!r}; it must be an integer >= 1 (config key 'attribution.max_pairs').")
+    ops, n_features = build_ops(model)
+    n_classes = num_classes(ops)
+    methods = _check_methods(methods)
+    layers = _check_layers(layers, n_features)
+    by_pass = {kind: {m.name: m.fn for m in methods if m.pass_kind == kind} for kind in ("gradient", "deeplift")}
+    targets, baselines = _check_tensors(model, images, targets, baselines, bool(by_pass["deeplift"]), n_classes)
+    if bf16_autocast and images.device.type != "cuda":
+        warnings.warn("bf16_autocast is only used on CUDA; computing in float32 on the CPU.", stacklevel=3)
+        bf16_autocast = False
+
+    results = {m.name: {} for m in methods}
+    logits = None
+    if by_pass["gradient"]:
+        # the input of features[l] is the output of features[l-1]; plain gradients are the same there
+        pos = {layer: layer if (attribute_to == "output" or layer == -1) else layer - 1 for layer in layers}
+        maps, logits = gradient_pass(ops, images, targets, set(pos.values()), by_pass["gradient"], bf16=bf16_autocast)
+        for layer, p in pos.items():
+            for name in by_pass["gradient"]:
+                results[name][layer] = maps[p][name]
+    if by_pass["deeplift"]:
+        site = {}
+        for layer in layers:
+            if attribute_to == "output" or layer == -1:
+                site[layer] = ("out", layer)
+            elif ops[layer].kind in NONLINEAR:  # captum's attribute_to_layer_input quirk, see passes.py
+                site[layer] = ("in", layer)
+            else:
+                site[layer] = ("out", layer - 1)
+        maps, dl_logits = deeplift_pass(ops, n_features, images, targets, baselines, set(site.values()),
+                                        by_pass["deeplift"], max_pairs=int(max_pairs), n_classes=n_classes,
+                                        bf16=bf16_autocast)
+        logits = dl_logits if logits is None else logits
+        for layer, s in site.items():
+            for name in by_pass["deeplift"]:
+                results[name][layer] = maps[s][name]
+    out_dtype = torch.float64 if images.dtype == torch.float64 else torch.float32
+    seen = set()
+
+    def own(t):  # two layers can name one tensor (input of features[0] and layer -1): never alias
+        t = t.to(out_dtype).contiguous()
+        t = t.clone() if id(t) in seen else t
+        seen.add(id(t))
+        return t
+
+    results = {name: {layer: own(t) for layer, t in sorted(per.items())} for name, per in results.items()}
+    return results, logits.to(out_dtype)
+
+
+def attribute_layers(model, images, targets, methods, layers, *, baselines=None, attribute_to="output",
+                     max_pairs=64, bf16_autocast=False):
+    """Attribution maps of every (method, layer) for a batch, all layers of a method family in one pass.
+
+    Args:
+        model: torchvision-VGG-shaped (`features` of Conv2d/ReLU/MaxPool2d, `avgpool`, `classifier`),
+            on the images' device. Not modified: ReLUs are applied functionally and never in place,
+            so a layer's activation is the module's true output even with `ReLU(inplace=True)`.
+            Dropout is treated as the identity (eval semantics).
+        images: normalised float tensor (B, 3, H, W).
+        targets: integer class indices (B,); the explained score is the target LOGIT.
+        methods: names from `available_methods()`, e.g. ["deepliftshap", "gradcampp"].
+        layers: indices into `model.features` (0..n-1), and -1 for the model input.
+        baselines: (K, 3, H, W) tensor, required by DeepLift-family methods (DeepLiftShap averages over it).
+        attribute_to: "output" (map on the module's output) or "input" (on its input). For the CAM
+            family the input of features[l] is the output of features[l-1]. For DeepLiftShap it follows
+            captum's `attribute_to_layer_input=True`, which on a ReLU/MaxPool skips that layer's own rule.
+        max_pairs: the DeepLift pass runs in chunks of at most this many (image, baseline) pairs, which
+            bounds its peak memory; results do not depend on it.
+        bf16_autocast: bf16 matmuls/convolutions on CUDA; ignored with a warning on the CPU.
+
+    Returns:
+        {method: {layer: Tensor (B, H_l, W_l)}} on images.device, float32 (float64 for float64 images).
+        `deepliftshap` equals captum's `LayerDeepLiftShap(model, features[l]).attribute(images, baselines,
+        target=targets).sum(1)` (`DeepLiftShap` for layer -1); `gradcampp` equals pytorch-grad-cam's
+        `GradCAMPlusPlus(model, [features[l]])` cam before `scale_cam_image` (after `np.maximum(cam, 0)`).
+    """
+    return _attribute(model, images, targets, methods, layers, baselines=baselines, attribute_to=attribute_to,
+                      max_pairs=max_pairs, bf16_autocast=bf16_autocast)[0]
+
+
+def attribute_crops(model, crops_uint8, targets, baselines_uint8, methods, layers, *, batch_size, max_pairs,
+                    device, attribute_to="output", bf16_autocast=False, progress=True):
+    """Stage helper: attribution maps of uint8 crops, batch by batch, results back on the CPU.
+
+    Args:
+        crops_uint8: np.uint8 (N, H, W, 3) RGB crops; preprocessed with `layersweep.preprocess.to_model_input`.
+        targets: (N,) integer classes. baselines_uint8: np.uint8 (K, H, W, 3) or None (CAM methods only).
+        device: a torch.device or a name ("auto", "cpu", "cuda[:N]"); the model is moved there.
+        batch_size: crops per shared forward/backward; the other arguments as in `attribute_layers`.
+
+    Returns:
+        {"logit": float32 (N,) target logit, "prob": float32 (N,) softmax probability of the target,
+         "maps": {method: {layer: float32 (N, H_l, W_l)}}}.
+    """
+    from tqdm import tqdm
+
+    from ..device import resolve_device
+    from ..preprocess import to_model_input
+
+    crops = np.asarray(crops_uint8)
+    if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[-1] != 3:
+        raise LayersweepError(f"crops must be a uint8 array (N, H, W, 3), not {crops.dtype} {crops.shape}.")
+    if crops.shape[0] == 0:
+        raise LayersweepError("the array of crops to attribute is empty.")
+    targets = np.asarray(targets)
+    if targets.shape != (crops.shape[0],) or not np.issubdtype(targets.dtype, np.integer):
+        raise LayersweepError(f"targets must be {crops.shape[0]} integer classes, not {targets.dtype} {targets.shape}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise LayersweepError(f"batch_size is {batch_size!r}; it must be an integer >= 1 (config key 'attribution.batch_size').")
+    if not isinstance(device, torch.device):
+        device = resolve_device(str(device))
+    model.to(device)
+    baselines = None
+    if baselines_uint8 is not None:
+        base = np.asarray(baselines_uint8)
+        if base.dtype != np.uint8 or base.ndim != 4 or base.shape[1:] != crops.shape[1:]:
+            raise LayersweepError(f"baselines must be a uint8 array (K, {', '.join(map(str, crops.shape[1:]))}), not {base.dtype} {base.shape}.")
+        baselines = to_model_input(base, device)
+
+    n = crops.shape[0]
+    logit = np.empty(n, dtype=np.float32)
+    prob = np.empty(n, dtype=np.float32)
+    maps: dict = {}
+    for s in tqdm(range(0, n, batch_size), desc="attribution", unit="batch", disable=not progress):
+        images = to_model_input(crops[s:s + batch_size], device)
+        tgt = torch.as_tensor(targets[s:s + batch_size], dtype=torch.int64)  # validated on the CPU
+        res, logits = _attribute(model, images, tgt, methods, layers, baselines=baselines,
+                                 attribute_to=attribute_to, max_pairs=max_pairs, bf16_autocast=bf16_autocast)
+        tgt = tgt.to(logits.device)
+        logit[s:s + len(tgt)] = logits.gather(1, tgt[:, None])[:, 0].float().cpu().numpy()
+        prob[s:s + len(tgt)] = torch.softmax(logits.float(), dim=1).gather(1, tgt[:, None])[:, 0].cpu().numpy()
+        for name, per_layer in res.items():
+            dest = maps.setdefault(name, {})
+            for layer, t in per_layer.items():
+                if layer not in dest:
+                    dest[layer] = np.empty((n,) + tuple(t.shape[1:]), dtype=np.float32)
+                dest[layer][s:s + t.shape[0]] = t.float().cpu().numpy()  # one transfer per batch and layer
+    return {"logit": logit, "prob": prob, "maps": maps}

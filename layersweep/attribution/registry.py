@@ -1,0 +1,65 @@
+"""The method registry: one small file per method in `methods/`, each registering itself.
+
+A method declares which shared pass it needs and a function from that pass's per-layer tensors to maps:
+
+- pass "gradient" (the CAM family): `fn(activations, gradients) -> cam`, tensors (B, C, H, W) of one
+  layer, the gradients being those of the target logit; `cam` is (B, H, W). The engine then clamps at
+  0, as pytorch-grad-cam's `BaseCAM.compute_cam_per_layer` does (`np.maximum(cam, 0)`) before resizing.
+- pass "deeplift" (the DeepLift family): `fn(delta, multiplier) -> map`, tensors
+  (images, baselines, C, H, W) of one layer: `delta = a_l(x) - a_l(b)` and captum's DeepLift multiplier
+  at that layer for each (image, baseline) pair; `map` is (images, baselines, H, W). The engine averages
+  it over the baselines (as captum's DeepLiftShap does), so a method never sees more than `max_pairs` pairs.
+
+A method function must not modify its inputs in place: they are shared by every method of the pass.
+Adding a method touches only its file in `methods/` (and the config's method list).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import LayersweepError
+
+PASSES = ("gradient", "deeplift")
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    pass_kind: str      # "gradient" | "deeplift"
+    fn: Callable
+    reference: str      # the library implementation it reproduces (for docs and error messages)
+
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def register(name: str, pass_kind: str, reference: str = ""):
+    """Decorator: `@register("gradcampp", "gradient", "pytorch_grad_cam.GradCAMPlusPlus")`."""
+    if pass_kind not in PASSES:
+        raise ValueError(f"pass {pass_kind!r} of method {name!r} is not one of {PASSES}")
+
+    def deco(fn: Callable) -> Callable:
+        if name in _REGISTRY and _REGISTRY[name].fn is not fn:
+            raise ValueError(f"attribution method {name!r} is registered twice")
+        _REGISTRY[name] = Method(name, pass_kind, fn, reference)
+        return fn
+
+    return deco
+
+
+def _load() -> None:
+    from . import methods  # noqa: F401  (importing the package registers every method file)
+
+
+def available_methods() -> list[str]:
+    """Names of every registered attribution method, sorted."""
+    _load()
+    return sorted(_REGISTRY)
+
+
+def get_method(name: str) -> Method:
+    _load()
+    if name not in _REGISTRY:
+        raise LayersweepError(f"unknown attribution method {name!r}; known methods are {', '.join(sorted(_REGISTRY))}.")
+    return _REGISTRY[name]
