@@ -17,7 +17,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-PROJECT_FILES = ["Snakefile", "config.yaml", "config.schema.yaml", "config", "rules", "scripts", "report",
+PROJECT_FILES = ["Snakefile", "config.yaml", "config.schema.yaml", "config", "rules", "scripts", "report", "envs",
                  "profiles"]
 
 pytestmark = pytest.mark.slow
