@@ -119,6 +119,11 @@ def scoring_mem_mb(wildcards, attempt):
     return int((1500 + 60 * METRICS["batch_size"] * _pixels_factor()) * attempt)
 
 
+def grows(base):
+    """A fixed estimate that doubles, triples... on each retry (mem_mb or runtime of the small jobs)."""
+    return lambda wildcards, attempt: base * attempt
+
+
 def shard_runtime(minutes_per_crop):
     def runtime(wildcards, attempt):
         return int((10 + minutes_per_crop * DATA["shard_size"] * _pixels_factor()) * attempt)

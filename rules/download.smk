@@ -10,8 +10,8 @@ rule download_voc:
         "logs/download_voc/{archive}.log",
     threads: 1
     resources:
-        mem_mb=500,
-        runtime=120,
+        mem_mb=grows(500),
+        runtime=grows(120),
     conda:
         ENV
     script:
@@ -27,8 +27,8 @@ rule extract_voc:
         "logs/extract_voc/{which}.log",
     threads: 1
     resources:
-        mem_mb=500,
-        runtime=60,
+        mem_mb=grows(500),
+        runtime=grows(60),
     conda:
         ENV
     script:
@@ -45,8 +45,8 @@ rule download_weights:
         "logs/download_weights/download_weights.log",
     threads: 1
     resources:
-        mem_mb=500,
-        runtime=30,
+        mem_mb=grows(500),
+        runtime=grows(30),
     conda:
         ENV
     script:
@@ -62,8 +62,8 @@ rule synthetic_voc:
         "logs/synthetic_voc/synthetic_voc.log",
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=grows(1000),
+        runtime=grows(10),
     conda:
         ENV
     script:

@@ -24,7 +24,7 @@ rule fig2:
     threads: 2
     resources:
         mem_mb=attribution_mem_mb,
-        runtime=30,
+        runtime=grows(30),
         gpu=HEAVY_GPU,
     conda:
         ENV
@@ -48,8 +48,8 @@ rule fig3:
         "summaries"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=grows(1000),
+        runtime=grows(5),
     conda:
         ENV
     script:
@@ -67,8 +67,8 @@ rule fig4:
         "summaries"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=grows(1000),
+        runtime=grows(5),
     conda:
         ENV
     script:
@@ -89,8 +89,8 @@ rule fig5:
         "summaries"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=grows(1000),
+        runtime=grows(5),
     conda:
         ENV
     script:
@@ -112,8 +112,8 @@ rule fig6:
         "summaries"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=grows(1000),
+        runtime=grows(5),
     conda:
         ENV
     script:
@@ -134,8 +134,8 @@ rule fig7:
         "summaries"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=grows(1000),
+        runtime=grows(5),
     conda:
         ENV
     script:

@@ -81,8 +81,8 @@ rule summary_plain:
         "summaries"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=grows(2000),
+        runtime=grows(10),
     conda:
         ENV
     script:
@@ -121,8 +121,8 @@ rule paired_difference:
         "summaries"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=grows(2000),
+        runtime=grows(10),
     conda:
         ENV
     script:
@@ -141,8 +141,8 @@ rule summary:
         "summaries"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=grows(1000),
+        runtime=grows(5),
     conda:
         ENV
     script:
