@@ -20,12 +20,7 @@ from layersweep.attribution import attribute_layers
 captum_attr = pytest.importorskip("captum.attr")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: a second thread only adds synchronisation
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 class TinyNoPool(nn.Module):

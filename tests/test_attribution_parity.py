@@ -31,13 +31,7 @@ TOL = 1e-4
 CAMS = {"gradcampp": "GradCAMPlusPlus", "gradcam": "GradCAM", "xgradcam": "XGradCAM", "layercam": "LayerCAM"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: a second thread only adds synchronisation (4-7x slower on this shared 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
