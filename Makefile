@@ -6,7 +6,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: demo test test-slurm bench clean-demo
+.PHONY: demo test test-slurm bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -25,3 +25,7 @@ test-slurm: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_attribution.py
 	$(VENV)/bin/python bench/bench_metrics.py
+
+# Outputs only: downloads in resources/ are kept, the demo's synthetic VOC is not.
+clean:
+	rm -rf results figures logs benchmarks report.html resources/VOCsynthetic
