@@ -25,6 +25,7 @@ test-slurm: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_attribution.py
 	$(VENV)/bin/python bench/bench_metrics.py
+	$(VENV)/bin/python bench/bench_head_training.py
 
 # Outputs only: downloads in resources/ are kept, the demo's synthetic VOC is not.
 clean:
