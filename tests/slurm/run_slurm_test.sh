@@ -32,11 +32,13 @@ STATE=${LAYERSWEEP_SLURM_DIR:-/tmp/layersweep-slurm}
 TIMEOUT=${SLURM_TEST_TIMEOUT:-1800}
 WORK=$(mktemp -d /tmp/layersweep-slurmtest.XXXXXX)
 FAILED=0
+N_PASS=0
+N_FAIL=0
 BG_PIDS=()
 
 say() { printf '[slurm-test] %s\n' "$*"; }
-pass() { printf 'PASS: %s\n' "$*"; }
-fail() { printf 'FAIL: %s\n' "$*"; FAILED=1; }
+pass() { printf 'PASS: %s\n' "$*"; N_PASS=$((N_PASS + 1)); }
+fail() { printf 'FAIL: %s\n' "$*"; FAILED=1; N_FAIL=$((N_FAIL + 1)); }
 
 cleanup() {
     local rc=$?
@@ -52,6 +54,7 @@ cleanup() {
         say "work directory kept: $WORK"
     fi
     say "wall time: $(( $(date +%s) - T0 )) s"
+    printf 'slurm: %d passed, %d failed\n' "$N_PASS" "$N_FAIL"  # the closing line CI reads
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM   # so that an interrupted test still stops the cluster
