@@ -26,7 +26,7 @@ from matplotlib.patches import Rectangle
 
 from .errors import LayersweepError
 from .io import atomic_path
-from .layers import LayerSpec, layer_specs
+from .layers import LayerSpec, layer_specs, parse_layers
 
 log = logging.getLogger(__name__)
 
@@ -422,16 +422,7 @@ def fig2(crops, crop_ids, maps_l18, maps_input, out_pdf, out_png, out_csv, *, de
 # -------------------------------------------------------------------------------------------------- fig3
 
 def _layer_index(value, spec_map) -> int:
-    idx = value
-    if isinstance(value, str) and value.startswith("features."):
-        idx = value.split(".", 1)[1]
-    try:
-        idx = int(idx)
-    except (TypeError, ValueError):
-        raise LayersweepError(f"fig3 names the unknown layer {value!r}; use an index or 'features.i'.") from None
-    if idx not in spec_map:
-        raise LayersweepError(f"fig3 names layer {value!r}, which is not one of the layers 0..{max(spec_map)}.")
-    return idx
+    return parse_layers([value], max(spec_map) + 1, key="figures.fig3_layers")[0]
 
 
 def fig3(crop, specs, layers, out_pdf, out_png, out_csv, *, demo, dpi) -> pd.DataFrame:

@@ -52,12 +52,12 @@ def layer_specs(features: nn.Sequential) -> list[LayerSpec]:
     return specs
 
 
-def parse_layers(value, n_layers: int) -> list[int]:
-    """Config `layers`: 'all' or a list of indices / 'features.i' names."""
+def parse_layers(value, n_layers: int, key: str = "attribution.layers") -> list[int]:
+    """Config `layers` (or another `key`): 'all' or a list of indices / 'features.i' names."""
     if value == "all":
         return list(range(n_layers))
     if not isinstance(value, (list, tuple)) or not value:
-        raise LayersweepError(f"config key 'attribution.layers' must be 'all' or a non-empty list, not {value!r}.")
+        raise LayersweepError(f"config key '{key}' must be 'all' or a non-empty list, not {value!r}.")
     out = []
     for item in value:
         idx = item
@@ -66,8 +66,8 @@ def parse_layers(value, n_layers: int) -> list[int]:
         try:
             idx = int(idx)
         except (TypeError, ValueError):
-            raise LayersweepError(f"config key 'attribution.layers' names the unknown layer {item!r}; use 0..{n_layers - 1} or 'features.i'.") from None
+            raise LayersweepError(f"config key '{key}' names the unknown layer {item!r}; use 0..{n_layers - 1} or 'features.i'.") from None
         if not 0 <= idx < n_layers:
-            raise LayersweepError(f"config key 'attribution.layers' names layer {item!r}, outside 0..{n_layers - 1}.")
+            raise LayersweepError(f"config key '{key}' names layer {item!r}, outside 0..{n_layers - 1}.")
         out.append(idx)
     return sorted(set(out))
