@@ -141,6 +141,22 @@ def _frame(sh, Y, columns: dict) -> pd.DataFrame:
     return pd.DataFrame({**head, **columns})
 
 
+def _nonconstant_maps(sh, n, size, constant_eps, dev, constant, bar, forwards_per_map):
+    """Yield (normalised non-constant maps, their crop index, their rows in the L*n layout) group by group.
+
+    Fills `constant` (L*n, layer-major) and takes the forwards of constant maps off the progress bar.
+    """
+    done = 0
+    for group in _layer_groups(sh["layers"], n, size[0] * size[1]):
+        maps01, const = _normalized_group(sh, group, size, constant_eps, dev)
+        keep = torch.nonzero(~const)[:, 0]
+        constant[done:done + len(const)] = const
+        bar.total -= int(const.sum()) * forwards_per_map  # constant maps cost no forward
+        bar.refresh()
+        yield maps01[keep], torch.arange(n, device=dev).repeat(len(group))[keep], keep + done
+        done += len(const)
+
+
 def score_shard(model, crops_uint8, shard, *, crop_ids=None, mask_space: str = "normalized",
                 curve_points: int = 30, blur_kernel: int = 11, blur_sigma: float = 5.0, batch_size: int = 256,
                 constant_eps: float = 1e-6, device="auto", progress: bool = True) -> pd.DataFrame:
@@ -171,22 +187,13 @@ def score_shard(model, crops_uint8, shard, *, crop_ids=None, mask_space: str = "
         dcurve = torch.full((L * n, P), float("nan"), device=dev)
         icurve = torch.full_like(dcurve, float("nan"))
         constant = torch.ones(L * n, dtype=torch.bool, device=dev)
-        done = 0
-        for group in _layer_groups(sh["layers"], n, size[0] * size[1]):
-            maps01, const = _normalized_group(sh, group, size, constant_eps, dev)
-            keep = torch.nonzero(~const)[:, 0]
-            ci = torch.arange(n, device=dev).repeat(len(group))[keep]
-            bar.total -= int((const).sum()) * per_map  # constant maps cost no forward
-            bar.refresh()
-            rows = keep + done
-            O[rows] = explanation_scores(model, x, maps01[keep], t, crop_index=ci, mask_space=mask_space,
+        for maps01, ci, rows in _nonconstant_maps(sh, n, size, constant_eps, dev, constant, bar, per_map):
+            O[rows] = explanation_scores(model, x, maps01, t, crop_index=ci, mask_space=mask_space,
                                          batch_size=batch_size, progress=bar)
-            di = deletion_insertion(model, x, maps01[keep], t, crop_index=ci, curve_points=P,
+            di = deletion_insertion(model, x, maps01, t, crop_index=ci, curve_points=P,
                                     batch_size=batch_size, base=base, progress=bar)
             dauc[rows], iauc[rows] = di["deletion_auc"], di["insertion_auc"]
             dcurve[rows], icurve[rows] = di["deletion_curve"], di["insertion_curve"]
-            constant[done:done + len(const)] = const
-            done += len(const)
             del maps01, di
     finally:
         bar.close()
@@ -226,19 +233,10 @@ def score_rescaled_shard(model, crops_uint8, shard, *, r: float, rtol: float = 1
         p = torch.full((L * n,), float("nan"), dtype=torch.float64, device=dev)
         clamped = torch.zeros(L * n, dtype=torch.bool, device=dev)
         constant = torch.ones(L * n, dtype=torch.bool, device=dev)
-        done = 0
-        for group in _layer_groups(sh["layers"], n, size[0] * size[1]):
-            maps01, const = _normalized_group(sh, group, size, constant_eps, dev)
-            keep = torch.nonzero(~const)[:, 0]
-            ci = torch.arange(n, device=dev).repeat(len(group))[keep]
-            bar.total -= int(const.sum())
-            bar.refresh()
-            rows = keep + done
-            scaled, p[rows], clamped[rows] = rescale_maps(maps01[keep], r, rtol)
+        for maps01, ci, rows in _nonconstant_maps(sh, n, size, constant_eps, dev, constant, bar, 1):
+            scaled, p[rows], clamped[rows] = rescale_maps(maps01, r, rtol)
             O[rows] = explanation_scores(model, x, scaled, t, crop_index=ci, mask_space=mask_space,
                                          batch_size=batch_size, progress=bar)
-            constant[done:done + len(const)] = const
-            done += len(const)
             del maps01, scaled
     finally:
         bar.close()
