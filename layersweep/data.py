@@ -14,6 +14,8 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from .config import n_shards as count_shards
+from .config import shard_range
 from .errors import LayersweepError
 from .io import atomic_path
 from .voc import CLASS_TO_LABEL, annotation_path, brief, image_path, parse_annotation, read_split_ids
@@ -169,8 +171,7 @@ def resolve_n_images(n_images, n_test: int) -> int:
 def n_shards(n_images, n_test: int, shard_size: int) -> int:
     if isinstance(shard_size, bool) or not isinstance(shard_size, (int, np.integer)) or shard_size < 1:
         raise LayersweepError(f"config key 'data.shard_size' must be a positive integer, not {shard_size!r}.")
-    n = resolve_n_images(n_images, n_test)
-    return -(-n // shard_size)
+    return count_shards(resolve_n_images(n_images, n_test), shard_size)
 
 
 def shard_crop_ids(test_index: pd.DataFrame, seed: int, n_images, shard_size: int, k: int) -> list[str]:
@@ -181,8 +182,8 @@ def shard_crop_ids(test_index: pd.DataFrame, seed: int, n_images, shard_size: in
     count = n_shards(n_images, len(test_index), shard_size)
     if not 0 <= k < count:
         raise LayersweepError(f"Shard {k} does not exist: data.n_images = {n_images!r} with data.shard_size = {shard_size} gives shards 0..{count - 1}.")
-    n = resolve_n_images(n_images, len(test_index))
-    return eval_order(test_index, seed)[k * shard_size: min((k + 1) * shard_size, n)]
+    start, stop = shard_range(k, resolve_n_images(n_images, len(test_index)), shard_size)  # as the rules do
+    return eval_order(test_index, seed)[start:stop]
 
 
 def baseline_crop_ids(train_index: pd.DataFrame, val_index: pd.DataFrame, n: int, seed: int) -> list[str]:
