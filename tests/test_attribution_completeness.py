@@ -10,14 +10,13 @@ from __future__ import annotations
 import copy
 import warnings
 
+import captum.attr as captum_attr  # a pinned dependency: a broken install must fail, not skip
 import pytest
 import torch
 import torchvision
 from torch import nn
 
 from layersweep.attribution import attribute_layers
-
-captum_attr = pytest.importorskip("captum.attr")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

@@ -14,16 +14,15 @@ from __future__ import annotations
 import copy
 import warnings
 
+import captum.attr as captum_attr  # pinned dependencies: a broken install must fail, not skip
 import pytest
+import pytorch_grad_cam as pgc
 import torch
 import torchvision
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from layersweep.attribution import attribute_layers
-
-captum_attr = pytest.importorskip("captum.attr")
-pgc = pytest.importorskip("pytorch_grad_cam")
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
 N_LAYERS = 21
 LAYERS = list(range(-1, N_LAYERS))

@@ -15,7 +15,10 @@ from layersweep import figures
 from layersweep.errors import LayersweepError
 from layersweep.layers import layer_specs
 
-REFERENCE_JSON = Path("/work/shared/reference/report-results.json")
+REFERENCE_JSON = Path(__file__).resolve().parents[2] / "shared" / "reference" / "report-results.json"
+needs_reference = pytest.mark.skipif(
+    not REFERENCE_JSON.is_file(),
+    reason=f"the report's numbers {REFERENCE_JSON} are absent (they live in ../shared, not in a plain clone)")
 DPI = 40  # small renders keep the suite fast; the layout code path is the same
 METHODS = ("deepliftshap", "gradcampp")
 KINDS = ["Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU", "Conv2d", "ReLU",
@@ -237,7 +240,7 @@ def test_fig5_any_other_method(tmp_path):
     assert len(set(figures._method_markers(["deepliftshap", "gradcampp", "scorecam"]).values())) == 3
 
 
-@pytest.mark.skipif(not REFERENCE_JSON.is_file(), reason=f"{REFERENCE_JSON} absent")
+@needs_reference
 @pytest.mark.parametrize("fig", ["fig5", "fig6"])
 def test_reference_overlay_values(tmp_path, fig):
     ref = figures.load_reference(REFERENCE_JSON)
@@ -296,7 +299,7 @@ def test_fig7_reversed_pair_is_negated(tmp_path):
 
 # ------------------------------------------------------------------------------------- load_reference
 
-@pytest.mark.skipif(not REFERENCE_JSON.is_file(), reason=f"{REFERENCE_JSON} absent")
+@needs_reference
 def test_load_reference_values():
     ref = figures.load_reference(REFERENCE_JSON)
     assert list(ref.columns) == ["method", "layer", "metric", "rescaled", "value"]
