@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
+import captum.attr as captum_attr
 import numpy as np
 import pytest
 import torch
@@ -136,29 +138,69 @@ def test_gradient_pass_matches_a_naive_per_layer_loop(tiny):
     model, x, b, t = tiny
     maps = attribute_layers(model, x, t, methods=["layercam"], layers=LAYERS)["layercam"]
     for layer in LAYERS:
-        h = x.clone().requires_grad_(True)
-        act = h
-        for i, module in enumerate(model.features):
-            h = nn.functional.relu(h) if isinstance(module, nn.ReLU) else module(h)
-            if i == layer:
-                act = h
-        logits = model.classifier(torch.flatten(model.avgpool(h), 1))
-        (grad,) = torch.autograd.grad(logits[torch.arange(3), t].sum(), act)
-        expected = (grad.clamp(min=0) * act).sum(1).clamp(min=0).detach()
+        act, grad = _naive_activation_and_grad(model, x, t, layer)
+        expected = (grad.clamp(min=0) * act).sum(1).clamp(min=0)
         assert torch.allclose(maps[layer], expected, rtol=1e-5, atol=1e-7), layer
 
 
-def test_a_registered_method_joins_its_pass(tiny, monkeypatch):
+def _naive_activation_and_grad(model, x, t, layer):
+    """features[layer]'s output and d(target logit)/d(output), by plain autograd one layer at a time."""
+    h = x.clone().requires_grad_(True)
+    act = h
+    for i, module in enumerate(model.features):
+        h = nn.functional.relu(h) if isinstance(module, nn.ReLU) else module(h)
+        if i == layer:
+            act = h
+    logits = model.classifier(torch.flatten(model.avgpool(h), 1))
+    (grad,) = torch.autograd.grad(logits[torch.arange(len(t)), t].sum(), act)
+    return act.detach(), grad
+
+
+def test_a_registered_deeplift_method_gets_the_per_pair_terms(tiny, monkeypatch):
+    """A new DeepLift-family method receives each (image, baseline) pair's delta and multiplier: |sum_c d*m|
+    per pair, averaged over the baselines, equals captum's LayerDeepLift called once per baseline."""
     model, x, b, t = tiny
+    registry._load()  # every built-in method registered before the copy, whatever ran first
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # undone after the test
 
     @register("test_abs_deeplift", "deeplift")
     def _abs(delta, multiplier):
-        return (delta * multiplier).abs().sum(dim=2)
+        return (delta * multiplier).sum(dim=2).abs()
 
-    out = attribute_layers(model, x, t, methods=["deepliftshap", "test_abs_deeplift"], layers=[2], baselines=b)
+    layers = [0, 2, 4]
+    out = attribute_layers(model, x, t, methods=["deepliftshap", "test_abs_deeplift"], layers=layers,
+                           baselines=b, max_pairs=4)  # chunks cut across images
     assert "test_abs_deeplift" in available_methods()
-    assert (out["test_abs_deeplift"][2] >= out["deepliftshap"][2].abs() - 1e-6).all()
+    ref_model = copy.deepcopy(model)
+    for m in ref_model.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # captum warns on every call that it sets hooks
+        for layer in layers:
+            dl = captum_attr.LayerDeepLift(ref_model, ref_model.features[layer])
+            per_pair = torch.stack([dl.attribute(x, b[k:k + 1], target=t).sum(1).detach() for k in range(len(b))])
+            expected = per_pair.abs().mean(0)
+            assert expected.abs().max() > 0 and not torch.allclose(expected, per_pair.mean(0).abs())
+            torch.testing.assert_close(out["test_abs_deeplift"][layer], expected, rtol=1e-5, atol=1e-6 * expected.max())
+
+
+def test_a_registered_gradient_method_gets_activations_and_gradients(tiny, monkeypatch):
+    """A new gradient-pass method receives (activations, gradients) of the target logit; the engine clamps at 0."""
+    model, x, b, t = tiny
+    registry._load()
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    @register("test_neg_gradxact", "gradient")
+    def _neg(activations, gradients):
+        return -(activations * gradients).sum(dim=1)
+
+    out = attribute_layers(model, x, t, methods=["gradcampp", "test_neg_gradxact"], layers=LAYERS)
+    for layer in LAYERS:
+        act, grad = _naive_activation_and_grad(model, x, t, layer)
+        expected = (-(act * grad).sum(1)).clamp(min=0)
+        assert expected.max() > 0 and (expected == 0).any()  # the clamp is exercised both ways
+        torch.testing.assert_close(out["test_neg_gradxact"][layer], expected, rtol=1e-5, atol=1e-7)
 
 
 def test_bf16_is_ignored_on_cpu_with_a_warning(tiny):

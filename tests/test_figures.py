@@ -392,3 +392,59 @@ def test_failed_write_leaves_no_partial_files(tmp_path):
     with pytest.raises(OSError):
         figures.fig4(None, tmp_path / "fig4.pdf", tmp_path / "fig4.png", blocker / "fig4.csv", demo=False, dpi=DPI)
     assert _no_files(tmp_path) == [blocker]
+
+
+# ------------------------------------------------------------------------------- what is drawn
+
+def _drawn_points_and_bars(fig):
+    """Per axes title: every marker drawn (x, y) and every vertical bar (x, y_low, y_high)."""
+    from matplotlib.collections import LineCollection, PathCollection
+
+    out = {}
+    for ax in fig.axes:
+        points, bars = [], []
+        for coll in ax.collections:
+            if isinstance(coll, PathCollection):
+                points += [tuple(p) for p in coll.get_offsets()]
+            elif isinstance(coll, LineCollection):
+                bars += [(s[0][0], min(s[0][1], s[1][1]), max(s[0][1], s[1][1])) for s in coll.get_segments()
+                         if len(s) == 2 and s[0][0] == s[1][0]]
+        for line in ax.lines:
+            if line.get_marker() not in (None, "None", "", " "):
+                points += list(zip(line.get_xdata(), line.get_ydata()))
+        out[ax.get_title()] = (np.array(points, float), np.array(bars, float))
+    return out
+
+
+@pytest.mark.parametrize("fig", ["fig5", "fig6", "fig7"])
+def test_drawn_markers_and_bars_are_the_input_numbers(tmp_path, monkeypatch, fig):
+    """Not only the CSV: each panel draws, for every method and layer of its metric, one marker at the mean and
+    one bar from ci_low to ci_high, at that layer's x (methods and series are offset by less than half a layer)."""
+    from matplotlib.figure import Figure
+
+    drawn = []
+    savefig = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (drawn.append(self), savefig(self, *a, **k))[1])
+    summary, paired = _summary(), _paired()
+    outs = _outs(tmp_path, fig)
+    if fig == "fig5":
+        figures.fig5(summary, *outs, demo=False, dpi=DPI)
+        expected, metrics = summary[summary["rescale_r"].isna()], figures.FIG5_METRICS
+    elif fig == "fig6":
+        figures.fig6(summary, 0.3, *outs, demo=False, dpi=DPI)
+        expected, metrics = summary[summary["rescale_r"].notna()], ("ad", "ic")
+    else:
+        figures.fig7(paired, 0.3, *outs, demo=False, dpi=DPI)
+        expected, metrics = paired, ("ad", "ic")
+    panels = _drawn_points_and_bars(drawn[0])
+    for metric in metrics:
+        title = figures.METRICS[metric][0]
+        (points, bars), = [v for k, v in panels.items() if k.startswith(title)]  # exactly one panel per metric
+        rows = expected[expected["metric"] == metric]
+        assert len(points) == len(bars) == len(rows), metric  # nothing drawn twice, nothing else drawn
+        for row in rows.itertuples():
+            near = np.abs(points[:, 0] - row.layer) < 0.5
+            assert np.isclose(points[near, 1], row.mean, rtol=1e-12, atol=0).sum() == 1, (metric, row)
+            near = np.abs(bars[:, 0] - row.layer) < 0.5
+            hit = np.isclose(bars[near, 1], row.ci_low, rtol=1e-12) & np.isclose(bars[near, 2], row.ci_high, rtol=1e-12)
+            assert hit.sum() == 1, (metric, row)

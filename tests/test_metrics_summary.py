@@ -99,6 +99,34 @@ def test_paired_difference_equals_naive_per_layer():
     assert (p.ci_high - p.ci_low) < (s.ci_high - s.ci_low).min()
 
 
+def test_paired_ci_width_matches_normal_theory():
+    """n = 600 crops with a large per-crop effect shared by both methods: the paired CI's half-width is
+    1.96 sd(a - b) / sqrt(n) (an unpaired CI would be ~10x wider), centred on the mean, per (layer, r) group."""
+    rng = np.random.default_rng(6)
+    n = 600
+    effect = rng.normal(0, 50, n)  # hard crops are hard for both methods
+    noise = {(m, r): rng.normal(loc, sd, n) for (m, r), (loc, sd) in {
+        ("gradcampp", np.nan): (2.0, 3.0), ("deepliftshap", np.nan): (0.0, 4.0),
+        ("gradcampp", 0.3): (0.0, 1.0), ("deepliftshap", 0.3): (-1.0, 1.0)}.items()}
+    constant_a = rng.random(n) < 0.1  # excluded from the pairs
+    rows = []
+    for (method, r), e in noise.items():
+        const = constant_a if method == "gradcampp" else np.zeros(n, bool)
+        rows.append(pd.DataFrame({"crop_id": [f"c{i:03d}" for i in range(n)], "method": method, "layer": 2,
+                                  "r": r, "constant": const, "ad": np.where(const, np.nan, effect + e)}))
+    df = pd.concat(rows, ignore_index=True)
+    out = paired_difference(df, metric="ad", n_boot=4000, ci=0.95, seed=0)
+    assert len(out) == 2
+    for row in out.itertuples():
+        r = row.rescale_r
+        key = (lambda m: (m, np.nan)) if np.isnan(r) else (lambda m: (m, r))
+        diffs = (noise[key("gradcampp")] - noise[key("deepliftshap")])[~constant_a]
+        half = 1.96 * diffs.std(ddof=1) / np.sqrt(len(diffs))
+        assert row.n == len(diffs) and row.mean == pytest.approx(diffs.mean(), rel=1e-9)
+        assert (row.ci_high - row.ci_low) / 2 == pytest.approx(half, rel=0.1), r
+        assert abs((row.ci_high + row.ci_low) / 2 - row.mean) < 0.15 * half, r
+
+
 def test_summary_bad_input():
     df = per_image_table(n_crops=5)
     with pytest.raises(LayersweepError, match="twice"):
