@@ -12,6 +12,7 @@ from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
 from layersweep import figures
+from layersweep.figures import style
 from layersweep.errors import LayersweepError
 from layersweep.layers import layer_specs
 
@@ -231,13 +232,15 @@ def test_fig5_csv_equals_summary(tmp_path):
 
 
 def test_fig5_any_other_method(tmp_path):
-    summary = _summary(methods=("deepliftshap", "gradcampp", "scorecam"))
+    # A method the style module does not know (e.g. one added later) still draws, labelled by its name.
+    summary = _summary(methods=("deepliftshap", "gradcampp", "newcam"))
     pdf, png, csv = _outs(tmp_path, "fig5")
     figures.fig5(summary, pdf, png, csv, demo=False, dpi=DPI)
     got = _assert_files(pdf, png, csv)
     _assert_same_numbers(got, summary[summary["rescale_r"].isna()], ["method", "layer", "metric"], FIG5_COLS)
-    assert figures.method_label("scorecam") == "scorecam"
-    assert len(set(figures._method_markers(["deepliftshap", "gradcampp", "scorecam"]).values())) == 3
+    assert figures.method_label("newcam") == "newcam"
+    assert figures.method_label("scorecam") == "Score-CAM"
+    assert len(set(style.method_markers(["deepliftshap", "gradcampp", "newcam"]).values())) == 3
 
 
 @needs_reference
