@@ -41,6 +41,16 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / scale)
 
 
+def _random_biases(model, seed=0):
+    """torchvision initialises every bias to 0, which hides bias-handling bugs: draw them at random."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=gen))
+    return model
+
+
 def _no_inplace(model):
     ref = copy.deepcopy(model)
     for m in ref.modules():
@@ -55,10 +65,10 @@ def setup():
     model = torchvision.models.vgg11(weights=None, num_classes=20)
     model.classifier = nn.Sequential(nn.Linear(512 * 7 * 7, 64), nn.ReLU(True), nn.Dropout(),
                                      nn.Linear(64, 64), nn.ReLU(True), nn.Dropout(), nn.Linear(64, 20))
-    model.eval()
+    _random_biases(model).eval()
     ref = _no_inplace(model)
-    x = torch.randn(3, 3, 32, 32)
-    baselines = torch.randn(2, 3, 32, 32)  # captum's minimum for DeepLiftShap; every reference call is 2 x 6 rows
+    x = torch.randn(3, 3, 32, 48)  # non-square: an H/W mix-up shows
+    baselines = torch.randn(2, 3, 32, 48)  # captum's minimum for DeepLiftShap; every reference call is 2 x 6 rows
     targets = torch.tensor([1, 5, 7])
     methods = ["deepliftshap", *CAMS]
     out = attribute_layers(model, x, targets, methods=methods, layers=LAYERS, baselines=baselines)
@@ -82,7 +92,7 @@ def test_shapes_and_dtype(setup):
                 m = setup["out"][method][layer]
                 assert m.shape == (3,) + tuple(h.shape[2:]) and m.dtype == torch.float32
                 assert not m.requires_grad and m.grad_fn is None  # no autograd graph kept alive
-    assert setup["out"]["deepliftshap"][-1].shape == (3, 32, 32)
+    assert setup["out"]["deepliftshap"][-1].shape == (3, 32, 48)
 
 
 def _tail(model, layer):
@@ -161,9 +171,37 @@ def test_gradcampp_on_module_input_is_the_previous_output(setup, raw_cams, layer
 def test_full_torchvision_vgg11(raw_cams, layer):
     """The unmodified torchvision VGG11 (full 25088-4096-4096-20 head) at a ReLU feeding a MaxPool."""
     torch.manual_seed(1)
-    model = torchvision.models.vgg11(weights=None, num_classes=20).eval()
+    model = _random_biases(torchvision.models.vgg11(weights=None, num_classes=20)).eval()
     ref = _no_inplace(model)
     x, b, t = torch.randn(3, 3, 32, 32), torch.randn(2, 3, 32, 32), torch.tensor([0, 19, 4])
     out = attribute_layers(model, x, t, methods=["deepliftshap", "gradcampp"], layers=[layer], baselines=b)
     assert rel_err(out["deepliftshap"][layer], _captum_layer_dls(ref, x, b, t, layer)) < TOL
     assert rel_err(out["gradcampp"][layer], _library_cam("GradCAMPlusPlus", ref, x, t, ref.features[layer])) < TOL
+
+
+REAL_SIZE_LAYERS = [4, 16, 19, 20]  # 112x112 ReLU before a MaxPool, 14x14 conv, 14x14 ReLU, 7x7 MaxPool
+
+
+@pytest.fixture(scope="module")
+def real_size():
+    """The study's crop size: one 224x224 crop (at 32 px the last layers are 2x2 and 1x1 maps)."""
+    torch.manual_seed(2)
+    model = torchvision.models.vgg11(weights=None, num_classes=20)
+    model.classifier = nn.Sequential(nn.Linear(512 * 7 * 7, 64), nn.ReLU(True), nn.Dropout(),
+                                     nn.Linear(64, 64), nn.ReLU(True), nn.Dropout(), nn.Linear(64, 20))
+    _random_biases(model, seed=2).eval()
+    x, b, t = torch.randn(1, 3, 224, 224), torch.randn(2, 3, 224, 224), torch.tensor([13])
+    out = attribute_layers(model, x, t, methods=["deepliftshap", "gradcampp", "gradcam"], layers=REAL_SIZE_LAYERS,
+                           baselines=b, max_pairs=2)
+    return dict(ref=_no_inplace(model), x=x, b=b, t=t, out=out)
+
+
+@pytest.mark.parametrize("layer", REAL_SIZE_LAYERS)
+def test_parity_at_224_px(real_size, raw_cams, layer):
+    ref, x, b, t, out = (real_size[k] for k in ("ref", "x", "b", "t", "out"))
+    size = {4: 112, 16: 14, 19: 14, 20: 7}[layer]
+    assert out["deepliftshap"][layer].shape == (1, size, size)
+    assert rel_err(out["deepliftshap"][layer], _captum_layer_dls(ref, x, b, t, layer)) < TOL
+    for method in ("gradcampp", "gradcam"):
+        cam = _library_cam(CAMS[method], ref, x, t, ref.features[layer])
+        assert rel_err(out[method][layer], cam) < TOL, method

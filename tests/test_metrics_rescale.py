@@ -69,3 +69,30 @@ def test_unreachable_targets_are_flagged_and_clamped():
 def test_r_outside_unit_interval_is_refused(r):
     with pytest.raises(LayersweepError, match="r ="):
         rescale_maps(smooth_maps(3, 16), r)
+
+
+def test_warm_start_on_a_pixel_subsample_at_224_px(monkeypatch):
+    """At the study's 224x224 the solver first runs on every 12th pixel (a warm start), then on the full maps.
+    Two maps defeat the subsample (its pixels all 0, or all 1) yet are reachable on the full grid: they must
+    skip the warm start and still converge."""
+    from layersweep.metrics import rescale
+
+    size, r = 224, 0.3
+    n_pix = size * size
+    stride = n_pix // 4096
+    S = smooth_maps(6, size)
+    on_grid = torch.zeros(n_pix, dtype=torch.bool)
+    on_grid[::stride] = True
+    rest = torch.rand(n_pix, generator=torch.Generator().manual_seed(3)) * 0.98 + 0.01  # in (0, 1)
+    zeros_on_grid = torch.where(on_grid, 0.0, rest).view(size, size)
+    ones_on_grid = torch.where(on_grid, 1.0, rest).view(size, size)
+    maps = torch.cat([S, zeros_on_grid[None], ones_on_grid[None]])
+    widths = []
+    newton = rescale._newton
+    monkeypatch.setattr(rescale, "_newton", lambda log_s, *a: (widths.append(log_s.shape[1]), newton(log_s, *a))[1])
+    out, p, clamped = rescale_maps(maps, r, rtol=1e-4)
+    assert widths == [len(range(0, n_pix, stride)), n_pix]  # the warm start ran, then the full solve
+    assert not clamped.any()
+    sums = (maps.double() ** p[:, None, None]).sum((1, 2))  # float64: independent of the float32 solver sums
+    np.testing.assert_array_less(np.abs(sums.numpy() / (r * n_pix) - 1), 2e-4)
+    np.testing.assert_allclose(out.double().numpy(), (maps.double() ** p[:, None, None]).numpy(), rtol=1e-4, atol=1e-6)

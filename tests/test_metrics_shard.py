@@ -1,4 +1,6 @@
 """score_shard / score_rescaled_shard on tiny npz shards written here in the attribution layout."""
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -177,3 +179,37 @@ def test_bad_input_is_one_sentence(tmp_path):
             score_rescaled_shard(model, crops, path, r=r, device="cpu", progress=False)
     with pytest.raises(LayersweepError, match="missing.npz does not exist"):
         score_shard(model, crops, tmp_path / "missing.npz", **KW)
+
+
+def test_one_layer_per_pass_equals_one_pass(tmp_path, monkeypatch):
+    """A 64-crop shard at 224 px splits its layers into several passes (_PASS_BYTES); here forced to one layer
+    per pass, which must give the same rows as all layers in one pass, plain and rescaled."""
+    from layersweep.metrics import shard
+
+    path, _ = write_shard(tmp_path / "s.npz")
+    model, crops = tiny_model(), make_crops()
+    assert len(shard._layer_groups(LAYERS, N, SIZE * SIZE)) == 1  # the default: one pass
+    one = score_shard(model, crops, path, **KW)
+    one_r = score_rescaled_shard(model, crops, path, r=0.3, batch_size=4, device="cpu", progress=False)
+    monkeypatch.setattr(shard, "_PASS_BYTES", 1)
+    assert shard._layer_groups(LAYERS, N, SIZE * SIZE) == [[layer] for layer in LAYERS]
+    split = score_shard(model, crops, path, **KW)
+    split_r = score_rescaled_shard(model, crops, path, r=0.3, batch_size=4, device="cpu", progress=False)
+    pd.testing.assert_frame_equal(split, one)
+    pd.testing.assert_frame_equal(split_r, one_r)
+
+
+def test_a_wrong_stored_prob_warns(tmp_path):
+    """The shard's prob (written by the attribution stage) is checked against the score recomputed here."""
+    path, arrays = write_shard(tmp_path / "s.npz")
+    model, crops = tiny_model(), make_crops()
+    x = to_model_input(crops)
+    arrays["prob"] = np.array([prob(model, x[i], int(c)) for i, c in enumerate(arrays["target"])], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the right probs: silent
+        score_shard(model, crops, arrays, **KW)
+    arrays["prob"][1] += 0.05
+    with pytest.warns(UserWarning, match="crop 'b'.*differs from the shard's prob"):
+        score_shard(model, crops, arrays, **KW)
+    with pytest.warns(UserWarning, match="crop 'b'"):
+        score_rescaled_shard(model, crops, arrays, r=0.3, device="cpu", progress=False)
