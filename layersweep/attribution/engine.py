@@ -41,6 +41,23 @@ def _check_layers(layers, n_features: int) -> list[int]:
     return sorted(set(out))
 
 
+def _check_layer_kinds(methods, layers: list[int], ops, attribute_to: str) -> None:
+    """A method defined only at some op kinds (FullGrad: conv biases) refuses the other layers up front."""
+    for m in methods:
+        if m.layer_kinds is None:
+            continue
+        for layer in layers:
+            p = layer if (attribute_to == "output" or layer == -1) else layer - 1  # the tensor the map lies on
+            kind = "input" if p == -1 else ops[p].kind
+            if kind not in m.layer_kinds:
+                tensor = "the model input" if p == -1 else f"{ops[p].name}, a {kind}"
+                if p != layer:
+                    tensor = f"the input of layer {layer}, i.e. {tensor}"
+                raise LayersweepError(f"method {m.name!r} is defined only at layers of kind {' or '.join(m.layer_kinds)}, "
+                                      f"but layer {layer} is {tensor}; remove the layer from 'attribution.layers' "
+                                      f"or the method from 'attribution.methods'.")
+
+
 def _check_tensors(model, images, targets, baselines, need_baselines, n_classes):
     if not torch.is_tensor(images) or images.ndim != 4 or not images.is_floating_point():
         raise LayersweepError(f"images must be a float tensor (B, C, H, W), not {type(images).__name__} {tuple(getattr(images, 'shape', ()))}.")
@@ -77,6 +94,7 @@ def _attribute(model, images, targets, methods, layers, *, baselines=None, attri
     n_classes = num_classes(ops)
     methods = _check_methods(methods)
     layers = _check_layers(layers, n_features)
+    _check_layer_kinds(methods, layers, ops, attribute_to)
     by_pass = {kind: {m.name: m.fn for m in methods if m.pass_kind == kind} for kind in ("gradient", "deeplift")}
     targets, baselines = _check_tensors(model, images, targets, baselines, bool(by_pass["deeplift"]), n_classes)
     if bf16_autocast and images.device.type != "cuda":
@@ -88,7 +106,9 @@ def _attribute(model, images, targets, methods, layers, *, baselines=None, attri
     if by_pass["gradient"]:
         # the input of features[l] is the output of features[l-1]; plain gradients are the same there
         pos = {layer: layer if (attribute_to == "output" or layer == -1) else layer - 1 for layer in layers}
-        maps, logits = gradient_pass(ops, images, targets, set(pos.values()), by_pass["gradient"], bf16=bf16_autocast)
+        gradient_methods = {m.name: m for m in methods if m.pass_kind == "gradient"}
+        maps, logits, _weights = gradient_pass(ops, images, targets, set(pos.values()), gradient_methods,
+                                               bf16=bf16_autocast)
         for layer, p in pos.items():
             for name in by_pass["gradient"]:
                 results[name][layer] = maps[p][name]

@@ -37,6 +37,8 @@ and its own eps entries lie where the MaxPool's do), so the maps agree with capt
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 
 import torch
 import torch.nn.functional as F
@@ -53,37 +55,121 @@ def _autocast(device: torch.device, enabled: bool):
 
 
 # ----------------------------------------------------------------------------- gradient pass
-def gradient_pass(ops: list[Op], images, targets, positions, fns: dict, *, bf16: bool = False):
-    """CAM-family maps at `positions` for every method in `fns` ({name: fn(acts, grads)}).
+CLASS_TERMS = ("class_sums", "class_grad_means")
+_PASS_ARGS = ("activations", "grads", "op", "position", "logits", "targets") + CLASS_TERMS
 
-    Returns ({position: {name: (B, H, W)}}, logits (B, n_classes)).
+
+@functools.lru_cache(maxsize=None)
+def _arg_names(fn) -> tuple[str, ...]:
+    """The pass arguments `fn` names (see registry.py); a method gets only those."""
+    names = tuple(inspect.signature(fn).parameters)
+    unknown = [n for n in names if n not in _PASS_ARGS]
+    if unknown:
+        raise ValueError(f"gradient-pass method {fn.__qualname__} takes {unknown[0]!r}; known arguments: {_PASS_ARGS}")
+    return names
+
+
+def _utility_seed(utility, logits: torch.Tensor, targets: torch.Tensor, dtype) -> torch.Tensor:
+    """du/dz per image: the backward seed of a method explaining a utility u(z) instead of the target logit."""
+    with torch.enable_grad():
+        z = logits.detach().to(dtype).requires_grad_(True)
+        (seed,) = torch.autograd.grad(utility(z, targets).sum(), z)
+    return seed.to(logits.dtype)
+
+
+def gradient_pass(ops: list[Op], images, targets, positions, methods: dict, *, bf16: bool = False):
+    """CAM-family maps at `positions` for every method in `methods` ({name: registry.Method}).
+
+    One forward serves every method. Then one backward per distinct seed: the target logit (shared by
+    every method without a `utility`), and du/dz for each utility; each seed's gradients are turned into
+    maps and freed before the next backward. Methods naming `class_sums` / `class_grad_means` (the Hessian
+    term of ShapleyCAM, METHODS.md 1.1) get K more backwards through the same graph, one per class k with
+    seed e_k, each contracted at every position into <G_k, A> and mean_hw G_k before the next, so the K
+    gradients dz_k/dA are never held at once (memory: one backward).
+
+    Returns ({position: {name: (B, H, W)}}, logits (B, n_classes),
+             {position: {name: (B, C)}} channel weights of the methods registered with `weights=True`).
     """
+    names = {name: _arg_names(m.fn) for name, m in methods.items()}
+    seed_groups: dict = {}  # utility (None = target logit) -> names of the methods using its gradients
+    for name, m in methods.items():
+        if "grads" in names[name]:
+            seed_groups.setdefault(m.utility, []).append(name)
+    class_names = [name for name in methods if set(names[name]) & set(CLASS_TERMS)]
+    no_grad_names = [name for name in methods if "grads" not in names[name] and name not in class_names]
+    need_graph = bool(seed_groups or class_names)
+    out_dtype = torch.float64 if images.dtype == torch.float64 else torch.float32
+
     lowest = min(positions)
     saved = {}
-    with torch.enable_grad(), _autocast(images.device, bf16):
+    with torch.set_grad_enabled(need_graph), _autocast(images.device, bf16):
         h = images.detach()
         if lowest == -1:
-            h = h.clone().requires_grad_(True)
+            h = h.clone().requires_grad_(need_graph)
             saved[-1] = h
         for j, op in enumerate(ops):
             # ops up to the lowest requested position need no graph: autograd stops there
-            with torch.set_grad_enabled(j > lowest):
+            with torch.set_grad_enabled(need_graph and j > lowest):
                 h = forward_op(op, h)
-            if j == lowest:
+            if j == lowest and need_graph:
                 h = h.detach().requires_grad_(True)
             if j in positions:
                 saved[j] = h
         logits = h
-        score = logits.gather(1, targets[:, None]).sum()  # per-image target logit: images are independent
-        keys = sorted(saved)
-        grads = torch.autograd.grad(score, [saved[k] for k in keys])
-    out_dtype = torch.float64 if images.dtype == torch.float64 else torch.float32
-    maps = {}
-    for key, grad in zip(keys, grads):
-        acts, grad = saved[key].detach().to(out_dtype), grad.to(out_dtype)
+    keys = sorted(saved)
+    acts = {key: saved[key].detach().to(out_dtype) for key in keys}
+    logits_out = logits.detach().to(out_dtype)
+    maps: dict = {key: {} for key in keys}
+    weights: dict = {key: {} for key in keys}
+
+    def run(name, key, **available):
+        m = methods[name]
+        available.update(activations=acts[key], op=ops[key] if key >= 0 else None, position=key,
+                         logits=logits_out, targets=targets)
+        out = m.fn(**{arg: available[arg] for arg in names[name]})
+        if m.weights:
+            out, weights[key][name] = out
         # pytorch-grad-cam's BaseCAM clamps every cam at 0 before any resizing
-        maps[key] = {name: fn(acts, grad).clamp(min=0) for name, fn in fns.items()}
-    return maps, logits.detach().to(out_dtype)
+        maps[key][name] = out.clamp(min=0)
+
+    for name in no_grad_names:
+        for key in keys:
+            run(name, key)
+    backwards = len(seed_groups) + (int(logits.shape[1]) if class_names else 0)
+    with torch.enable_grad(), _autocast(images.device, bf16):
+        for utility, group in seed_groups.items():
+            backwards -= 1
+            if utility is None:
+                score = logits.gather(1, targets[:, None]).sum()  # per-image target logit: images are independent
+                grads = torch.autograd.grad(score, [saved[k] for k in keys], retain_graph=backwards > 0)
+            else:
+                seed = _utility_seed(utility, logits, targets, out_dtype)
+                grads = torch.autograd.grad(logits, [saved[k] for k in keys], seed, retain_graph=backwards > 0)
+            for key, grad in zip(keys, grads):
+                grad = grad.to(out_dtype)
+                for name in group:
+                    run(name, key, grads=grad)
+            del grads
+        if class_names:
+            n_classes = int(logits.shape[1])
+            sums = {key: acts[key].new_empty((len(targets), n_classes)) for key in keys}
+            means = {key: acts[key].new_empty((len(targets), n_classes, acts[key].shape[1])) for key in keys}
+            for k in range(n_classes):
+                backwards -= 1
+                seed = torch.zeros_like(logits)
+                seed[:, k] = 1
+                grads = torch.autograd.grad(logits, [saved[key] for key in keys], seed, retain_graph=backwards > 0)
+                for key, grad in zip(keys, grads):
+                    grad = grad.to(out_dtype)
+                    sums[key][:, k] = (grad * acts[key]).sum(dim=(1, 2, 3))
+                    means[key][:, k] = grad.mean(dim=(2, 3))
+                del grads
+            for name in class_names:
+                for key in keys:
+                    run(name, key, class_sums=sums[key], class_grad_means=means[key])
+    order = list(methods)
+    maps = {key: {name: per[name] for name in order} for key, per in maps.items()}
+    return maps, logits_out, weights
 
 
 # ----------------------------------------------------------------------------- DeepLift pass

@@ -3,6 +3,7 @@ from ..registry import register
 from ._cam import weighted_channel_sum
 
 
-@register("gradcam", "gradient", "pytorch_grad_cam.GradCAM")
+@register("gradcam", "gradient", "pytorch_grad_cam.GradCAM", weights=True)
 def gradcam(activations, grads):
-    return weighted_channel_sum(grads.mean(dim=(2, 3)), activations)
+    weights = grads.mean(dim=(2, 3))
+    return weighted_channel_sum(weights, activations), weights

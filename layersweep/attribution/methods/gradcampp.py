@@ -9,7 +9,7 @@ from ..registry import register
 from ._cam import weighted_channel_sum
 
 
-@register("gradcampp", "gradient", "pytorch_grad_cam.GradCAMPlusPlus")
+@register("gradcampp", "gradient", "pytorch_grad_cam.GradCAMPlusPlus", weights=True)
 def gradcampp(activations, grads):
     sum_activations = activations.sum(dim=(2, 3), keepdim=True)
     grads_2 = grads * grads
@@ -17,4 +17,4 @@ def gradcampp(activations, grads):
     denominator.mul_(sum_activations).add_(grads_2, alpha=2).add_(1e-6)  # the library's eps
     aij = grads_2.div_(denominator)
     weights = aij.mul_(grads.clamp(min=0)).sum(dim=(2, 3))
-    return weighted_channel_sum(weights, activations)
+    return weighted_channel_sum(weights, activations), weights
