@@ -56,17 +56,22 @@ def _autocast(device: torch.device, enabled: bool):
 
 # ----------------------------------------------------------------------------- gradient pass
 CLASS_TERMS = ("class_sums", "class_grad_means")
-_PASS_ARGS = ("activations", "grads", "op", "position", "logits", "targets") + CLASS_TERMS
+_POSITIONAL = ("activations", "grads")
+_KEYWORDS = ("op", "position", "logits", "targets") + CLASS_TERMS
 
 
 @functools.lru_cache(maxsize=None)
 def _arg_names(fn) -> tuple[str, ...]:
-    """The pass arguments `fn` names (see registry.py); a method gets only those."""
-    names = tuple(inspect.signature(fn).parameters)
-    unknown = [n for n in names if n not in _PASS_ARGS]
-    if unknown:
-        raise ValueError(f"gradient-pass method {fn.__qualname__} takes {unknown[0]!r}; known arguments: {_PASS_ARGS}")
-    return names
+    """The pass arguments `fn` takes (see registry.py): its positional parameters are (activations[, grads])
+    whatever their names, its keyword-only ones are taken by name from `_KEYWORDS`."""
+    params = inspect.signature(fn).parameters.values()
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    keywords = tuple(p.name for p in params if p.kind == p.KEYWORD_ONLY)
+    unknown = [n for n in keywords if n not in _KEYWORDS]
+    if not 1 <= len(positional) <= 2 or unknown:
+        raise ValueError(f"gradient-pass method {fn.__qualname__} must take (activations[, grads], *, keywords from "
+                         f"{_KEYWORDS}), not {inspect.signature(fn)}")
+    return _POSITIONAL[:len(positional)] + keywords
 
 
 def _utility_seed(utility, logits: torch.Tensor, targets: torch.Tensor, dtype) -> torch.Tensor:
@@ -126,7 +131,9 @@ def gradient_pass(ops: list[Op], images, targets, positions, methods: dict, *, b
         m = methods[name]
         available.update(activations=acts[key], op=ops[key] if key >= 0 else None, position=key,
                          logits=logits_out, targets=targets)
-        out = m.fn(**{arg: available[arg] for arg in names[name]})
+        args = names[name]
+        n_pos = 2 if "grads" in args else 1
+        out = m.fn(*(available[arg] for arg in args[:n_pos]), **{arg: available[arg] for arg in args[n_pos:]})
         if m.weights:
             out, weights[key][name] = out
         # pytorch-grad-cam's BaseCAM clamps every cam at 0 before any resizing

@@ -5,12 +5,11 @@ A method declares which shared pass it needs and a function from that pass's per
 - pass "gradient" (the CAM family): `fn(activations, grads) -> cam`, tensors (B, C, H, W) of one
   layer, the gradients being those of the target logit (or of the method's `utility`); `cam` is
   (B, H, W). The engine then clamps at 0, as pytorch-grad-cam's `BaseCAM.compute_cam_per_layer` does
-  (`np.maximum(cam, 0)`) before resizing. The pass gives a function only the arguments it names, from:
-  `activations`, `grads`, `op` (the layer's `network.Op`, None at the model input), `position`
-  (-1 = input), `logits` (B, K), `targets` (B,), and, for a Hessian term, `class_sums` (B, K) =
-  <dz_k/dA, A> and `class_grad_means` (B, K, C) = spatial mean of dz_k/dA (one backward per class,
-  contracted on the fly; see `passes.gradient_pass`). A function that names neither `grads` nor the
-  class terms needs no backward.
+  (`np.maximum(cam, 0)`) before resizing. A function with a single positional parameter gets only the
+  activations (no backward is run for it). Keyword-only parameters are filled by name: `op` (the layer's
+  `network.Op`, None at the model input), `position` (-1 = input), `logits` (B, K), `targets` (B,), and,
+  for a Hessian term, `class_sums` (B, K) = <dz_k/dA, A> and `class_grad_means` (B, K, C) = spatial mean
+  of dz_k/dA (one backward per class, contracted on the fly; see `passes.gradient_pass`).
 - pass "deeplift" (the DeepLift family): `fn(delta, multiplier) -> map`, tensors
   (images, baselines, C, H, W) of one layer: `delta = a_l(x) - a_l(b)` and captum's DeepLift multiplier
   at that layer for each (image, baseline) pair; `map` is (images, baselines, H, W). The engine averages
