@@ -267,6 +267,14 @@ def test_all_mirrors_unreachable_gives_offline_sentence(closed_url, tmp_path):
     assert not dest.exists() and not part_of(dest).exists()
 
 
+def test_no_mirror_names_the_file_and_the_key(tmp_path):
+    dest = tmp_path / "vgg11-8a719046.pth"
+    with pytest.raises(LayersweepError, match=r"^no mirror is configured for vgg11-8a719046\.pth; "
+                                              r"set config key 'model\.weights' to a local copy$"):
+        fetch([], dest, config_key="model.weights", hint="a local copy", **FAST)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_verified_dest_makes_no_request(server, tmp_path):
     body = payload(8_000)
     server.routes["/v"] = Route(b"different")
@@ -407,3 +415,26 @@ def test_unsafe_tar_is_rejected(tmp_path, evil):
     assert not dest.exists()
     assert [p for p in tmp_path.rglob("*evil*") if p.name != "evil.tar"] == []
     assert list((tmp_path / "a" / "b").iterdir()) == []
+
+
+def test_empty_archive_raises_and_leaves_nothing(tmp_path):
+    empty = make_tar(tmp_path / "empty.tar", {})  # a well-formed tar with no member
+    dest = tmp_path / "res" / "VOC2007"
+    with pytest.raises(LayersweepError, match=r"^archive .*empty\.tar is empty$"):
+        extract_tar(empty, dest, marker=".done", progress=False)
+    assert list((tmp_path / "res").iterdir()) == []  # no marker, no dest, no temporary directory
+
+
+def test_leftover_extraction_directory_is_removed(tmp_path):
+    """A killed run leaves its temporary directory (~GBs for VOC) beside dest; the next run deletes it, and
+    only its own archive's: another archive's may still be in use."""
+    archive = make_tar(tmp_path / "VOCtest.tar", TEST)
+    dest = tmp_path / "res" / "VOC2007"
+    stale = tmp_path / "res" / ".VOC2007.VOCtest.tar.extracting-killed"
+    (stale / VOC).mkdir(parents=True)
+    (stale / VOC / "half.jpg").write_bytes(b"half")
+    other = tmp_path / "res" / ".VOC2007.VOCtrainval.tar.extracting-running"
+    other.mkdir()
+    extract_tar(archive, dest, marker=".test.done", progress=False)
+    assert not stale.exists() and other.is_dir()
+    assert {k: v for k, v in tree(dest).items() if not k.startswith(".")} == TEST

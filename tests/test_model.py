@@ -96,3 +96,26 @@ def test_weights_file_is_loaded_and_bad_files_are_named(tmp_path):
         build_vgg11("imagenet", bad)
     with pytest.raises(LayersweepError, match="model.weights"):
         build_vgg11("imagenet", tmp_path / "absent.pth")
+
+
+def test_corrupt_or_missing_checkpoint_is_named(tmp_path):
+    part = torch.nn.Linear(4096, 20)
+    good = tmp_path / "head.pt"
+    save_checkpoint(good, part, part.state_dict(), init="random", train="head", seed=0)
+    cases = {"truncated.pt": good.read_bytes()[:2000], "garbage.pt": b"not a checkpoint"}
+    torch.save({"state_dict": part.state_dict()}, tmp_path / "nokeys.pt")  # a checkpoint of something else
+    for name, raw in cases.items():
+        (tmp_path / name).write_bytes(raw)
+    for name in [*cases, "nokeys.pt", "absent.pt"]:
+        with pytest.raises(LayersweepError, match=rf"^the model checkpoint '.*{name}' is missing or corrupt; "
+                                                  r"rerun the train_head rule\.$"):
+            load_model(tmp_path / name)
+
+
+@pytest.mark.parametrize("empty", ["train", "val"])
+def test_training_on_an_empty_split_is_refused(empty):
+    feats = {s: np.zeros((0 if s == empty else 8, 16), np.float32) for s in ("train", "val")}
+    labels = {s: np.zeros(len(f), np.int64) for s, f in feats.items()}
+    with pytest.raises(LayersweepError, match="train or val split has no crops"):
+        train_on_features(torch.nn.Linear(16, 4), feats["train"], labels["train"], feats["val"], labels["val"],
+                          lr=0.1, batch_size=4, max_epochs=2, patience=1, seed=0, device="cpu", progress=False)
