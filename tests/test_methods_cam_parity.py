@@ -161,3 +161,107 @@ def test_a_method_at_a_layer_kind_it_does_not_support_is_one_sentence(setup, mon
         attribute_layers(m, x, t, methods=["gradcam", "test_conv_only"], layers=[0, 2])
     with pytest.raises(LayersweepError, match=r"layer 3 is the input of layer 3, i\.e\. features\.2, a maxpool"):
         attribute_layers(m, x, t, methods=["test_conv_only"], layers=[3], attribute_to="input")
+
+
+def _nearest_classes(logits: torch.Tensor, target: int, n: int = 3) -> list[int]:
+    """The n other classes whose logits are nearest to the target's (FinerCAM's comparison classes)."""
+    distance = (logits - logits[target]).abs()
+    distance[target] = float("inf")
+    return [int(j) for j in distance.argsort()[:n]]
+
+
+def _library(cam_obj, x, targets):
+    with cam_obj as cam:
+        return torch.from_numpy(cam(x, targets))
+
+
+def test_finercam_matches_pytorch_grad_cam_at_every_layer(setup, raw_cams):
+    m, ref, x, t = setup["model"], setup["ref"], setup["x"], setup["t"]
+    with torch.no_grad():
+        logits = ref(x)
+    targets = [FinerWeightedTarget(int(c), _nearest_classes(logits[i], int(c)), 1) for i, c in enumerate(t)]
+    out = attribute_layers(m, x, t, methods=["finercam"], layers=LAYERS)["finercam"]
+    errors = _errors(out, lambda layer: _library(pgc.FinerCAM(ref, [ref.features[layer]]), x, targets))
+    assert max(errors.values()) < TOL, errors
+    gradcam = attribute_layers(m, x, t, methods=["gradcam"], layers=[13])["gradcam"][13]
+    assert rel_err(out[13], gradcam) > 1e-2  # the finer target is not the logit
+
+
+def test_shapleycam_with_rest_matches_pytorch_grad_cam_at_every_layer(setup, raw_cams):
+    m, ref, x, t = setup["model"], setup["ref"], setup["x"], setup["t"]
+    out = attribute_layers(m, x, t, methods=["shapleycam", "gradcam"], layers=LAYERS)
+    errors = _errors(out["shapleycam"], lambda layer: _library(
+        pgc.ShapleyCAM(ref, [ref.features[layer]]), x, [ClassifierOutputReST(int(c)) for c in t]))
+    assert max(errors.values()) < TOL, errors
+    assert rel_err(out["shapleycam"][13], out["gradcam"][13]) > 1e-2  # the Hessian term matters with ReST
+
+
+@pytest.mark.parametrize("layer", [0, 4, 10, 15, 20])
+def test_shapleycam_with_the_logit_target_is_gradcam(setup, raw_cams, layer):
+    """VGG is piecewise linear: the library's Hessian-vector product of the logit is 0 (METHODS.md 1.1)."""
+    ref, x, t = setup["ref"], setup["x"], setup["t"]
+    library = _library(pgc.ShapleyCAM(ref, [ref.features[layer]]), x, [ClassifierOutputTarget(int(c)) for c in t])
+    gradcam = attribute_layers(setup["model"], x, t, methods=["gradcam"], layers=[layer])["gradcam"][layer]
+    assert rel_err(gradcam, library) < TOL
+
+
+def test_shapleycam_weights_equal_the_library_weights(setup, monkeypatch):
+    ref, x, t = setup["ref"], setup["x"], setup["t"]
+    seen = []
+    original = pgc.ShapleyCAM.get_cam_weights
+    monkeypatch.setattr(pgc.ShapleyCAM, "get_cam_weights", lambda self, *a: seen.append(original(self, *a)) or seen[-1])
+    ops, _ = build_ops(setup["model"])
+    _, _, weights = gradient_pass(ops, x, t, {8, 17}, {"shapleycam": registry.get_method("shapleycam")})
+    for layer in (8, 17):
+        _library(pgc.ShapleyCAM(ref, [ref.features[layer]]), x, [ClassifierOutputReST(int(c)) for c in t])
+        assert rel_err(weights[layer]["shapleycam"], torch.from_numpy(seen[-1])) < TOL
+
+
+def test_randomcam_is_the_library_with_a_fixed_seed_per_layer(setup, raw_cams):
+    from layersweep.attribution.methods.randomcam import layer_seed
+
+    m, ref, x, t = setup["model"], setup["ref"], setup["x"], setup["t"]
+    out = attribute_layers(m, x, t, methods=["randomcam"], layers=LAYERS)["randomcam"]
+
+    def library(i, layer):
+        np.random.seed(layer_seed(layer))  # the library draws from numpy's global RNG, (1, C) for one image
+        return _library(pgc.RandomCAM(ref, [ref.features[layer]]), x[i:i + 1], [ClassifierOutputTarget(int(t[i]))])
+
+    errors = _errors({k: v[:1] for k, v in out.items()}, lambda layer: library(0, layer), min_nonzero=8)
+    assert max(errors.values()) < TOL, errors
+    for i, layer in [(1, 3), (2, 14)]:
+        assert rel_err(out[layer][i:i + 1], library(i, layer)) < TOL
+    again = attribute_layers(m, x[1:], t[1:], methods=["randomcam"], layers=[3, 14])["randomcam"]
+    assert all(torch.equal(again[layer], out[layer][1:]) for layer in (3, 14))  # batch-independent
+
+
+CONVS = [0, 3, 6, 8, 11, 13, 16, 18]
+
+
+def test_fullgrad_terms_and_their_sum_match_pytorch_grad_cam(setup, monkeypatch):
+    """Per-layer terms vs the library's own gradients and biases; input term + resized conv terms vs its map."""
+    import cv2
+    import pytorch_grad_cam.fullgrad_cam as fullgrad_cam
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
+    m, ref, x, t = setup["model"], setup["ref"], setup["x"], setup["t"]
+    monkeypatch.setattr(fullgrad_cam, "scale_cam_image", lambda cam, target_size=None: cam)  # only its aggregate
+    fg = pgc.FullGrad(ref, [])
+    total = torch.from_numpy(fg(x, [ClassifierOutputTarget(int(c)) for c in t]))
+    assert [ref.features[i] for i in CONVS] == fg.target_layers
+    terms = attribute_layers(m, x, t, methods=["fullgrad"], layers=[-1] + CONVS)["fullgrad"]
+    for i, layer in enumerate(CONVS):
+        bias_grad = np.abs(fg.bias_data[i][None, :, None, None] * fg.activations_and_grads.gradients[i].numpy())
+        b, c, h, w = bias_grad.shape
+        expected = scale_cam_image(bias_grad.reshape(b * c, h, w)).reshape(b, c, h, w).sum(1)
+        assert rel_err(terms[layer], torch.from_numpy(expected)) < TOL, layer
+    height, width = x.shape[-2:]
+    resized = [np.stack([cv2.resize(mp, (width, height)) for mp in terms[layer].numpy()]) for layer in CONVS]
+    assert rel_err(terms[-1] + torch.from_numpy(np.sum(resized, axis=0)), total) < TOL
+    fg.activations_and_grads.release()
+
+
+def test_fullgrad_at_a_relu_is_one_sentence(setup):
+    with pytest.raises(LayersweepError, match=r"^method 'fullgrad' is defined only at layers of kind conv or input, "
+                                              r"but layer 1 is features\.1, a relu"):
+        attribute_layers(setup["model"], setup["x"], setup["t"], methods=["fullgrad"], layers=[0, 1])
