@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -46,6 +47,16 @@ def planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
         if m.group(1) not in ("total", "all"):  # `all` is the default target, not work
             jobs[m.group(1)] = int(m.group(2))
     return jobs
+
+
+def planned_outputs(proc: subprocess.CompletedProcess) -> set[str]:
+    """Every output file of the jobs a dry run plans (its job list follows the first 'Job stats' table)."""
+    outs = set()
+    for line in (proc.stdout + proc.stderr).splitlines():
+        line = line.strip()
+        if line.startswith("output: "):
+            outs.update(p.strip() for p in line[len("output: "):].split(","))
+    return outs
 
 
 def with_config(workdir: Path, name: str, edit) -> str:
@@ -130,7 +141,95 @@ def test_more_images_adds_only_new_shards(demo_run):
     proc = snakemake(work, "-n", "--configfile", cfg)
     jobs = planned_jobs(proc)
     assert jobs["attribution"] == 2 and jobs["metrics"] == 2 and jobs["metrics_rescaled"] == 2
-    assert "shard-2.npz" in proc.stdout and "shard-0.npz" not in proc.stdout.split("Job stats")[0]
+    shards = {p for p in planned_outputs(proc) if p.startswith("results/attributions/")}
+    assert shards == {f"results/attributions/{m}/shard-2.npz" for m in ("deepliftshap", "gradcampp")}
+
+
+def test_n_images_all_counts_the_test_crops_through_the_checkpoint(demo_run):
+    """`n_images: all` is resolved from the crops checkpoint once the test crops exist: every shard after the
+    demo's two full ones is planned, and the two are kept."""
+    work = demo_run["work"]
+    n_test = len(pd.read_parquet(work / "results" / "data" / "test.parquet"))
+    n_shards = -(-n_test // 6)
+    assert n_shards > 2  # the check below plans new shards, not nothing
+    proc = snakemake(work, "-n", "--configfile", with_config(work, "all", lambda c: c["data"].update(n_images="all")))
+    jobs = planned_jobs(proc)
+    assert jobs["attribution"] == jobs["metrics"] == jobs["metrics_rescaled"] == 2 * (n_shards - 2)
+    shards = {p for p in planned_outputs(proc) if p.startswith("results/attributions/")}
+    assert shards == {f"results/attributions/{m}/shard-{k}.npz" for m in ("deepliftshap", "gradcampp")
+                      for k in range(2, n_shards)}
+
+
+def _reordered(value):
+    """The same config with the keys of every mapping in reverse order."""
+    if isinstance(value, dict):
+        return {k: _reordered(value[k]) for k in reversed(list(value))}
+    if isinstance(value, list):
+        return [_reordered(v) for v in value]
+    return value
+
+
+def test_reordered_config_keys_plan_nothing(demo_run):
+    """Snakemake compares params by their text: dict params go through config.canonical, so listing the same
+    keys in another order is not a change."""
+    work = demo_run["work"]
+    cfg = yaml.safe_load((work / "config" / "demo.yaml").read_text())
+    reordered = work / "config" / "reordered.yaml"
+    reordered.write_text(yaml.safe_dump(_reordered(cfg), sort_keys=False))
+    assert list(yaml.safe_load(reordered.read_text())["data"]["synthetic"]) == ["seed", "image_size", "n_images"]
+    assert planned_jobs(snakemake(work, "-n", "--configfile", "config/reordered.yaml")) == {}
+
+
+def test_shard_0_holds_the_promised_crops_and_their_maps(demo_run):
+    """The attribution rule's shard 0, read back: the crop ids shard_crop_ids promises, in its order, and the
+    maps attribute_crops gives on those crops (baselines and crops gathered here from the split files)."""
+    from layersweep.attribution import attribute_crops, read_attribution_shard
+    from layersweep.data import baseline_crop_ids, read_split, shard_crop_ids
+    from layersweep.model import load_model
+
+    work = demo_run["work"]
+    cfg = yaml.safe_load((work / "config" / "demo.yaml").read_text())
+    d, a = cfg["data"], cfg["attribution"]
+    data = work / "results" / "data"
+    crops, index = read_split(data / "test_crops.npy", data / "test.parquet")
+    ids = shard_crop_ids(index, cfg["seed"], d["n_images"], d["shard_size"], 0)
+    assert len(ids) == d["shard_size"]
+    pos = {c: i for i, c in enumerate(index["crop_id"])}
+    rows = [pos[c] for c in ids]
+    splits = {s: read_split(data / f"{s}_crops.npy", data / f"{s}.parquet") for s in ("train", "val")}
+    base = []
+    for cid in baseline_crop_ids(splits["train"][1], splits["val"][1], a["n_baselines"], cfg["seed"]):
+        for c, idx in splits.values():
+            hit = np.flatnonzero(idx["crop_id"].to_numpy() == cid)
+            base += [c[hit[0]]] if len(hit) else []
+    assert len(base) == a["n_baselines"]
+    model = load_model(work / "results" / "model" / "head.pt")
+    for method in a["methods"]:
+        shard = read_attribution_shard(work / "results" / "attributions" / method / "shard-0.npz")
+        assert list(shard["crop_id"]) == ids
+        np.testing.assert_array_equal(shard["target"], index["label"].to_numpy()[rows])
+        out = attribute_crops(model, crops[rows], index["label"].to_numpy()[rows], np.stack(base), [method],
+                              list(range(21)), batch_size=a["batch_size"], max_pairs=a["max_pairs"], device="cpu",
+                              progress=False)
+        assert sorted(shard["maps"]) == list(range(21))
+        for layer, m in out["maps"][method].items():
+            np.testing.assert_allclose(shard["maps"][layer], m, rtol=1e-4, atol=1e-6 * np.abs(m).max(),
+                                       err_msg=f"{method} layer {layer}")
+
+
+def test_eval_shard_and_select_refuse_what_the_test_split_lacks(demo_run):
+    from layersweep import pipeline
+    from layersweep.errors import LayersweepError
+
+    data = demo_run["work"] / "results" / "data"
+    crops, index = data / "test_crops.npy", data / "test.parquet"
+    n_test = len(pd.read_parquet(index))
+    ids, sel, labels = pipeline.eval_shard(crops, index, seed=0, start=n_test - 2, stop=n_test)  # the last two fit
+    assert len(ids) == len(sel) == len(labels) == 2
+    with pytest.raises(LayersweepError, match=f"asks for {n_test + 1} evaluation crops .* only {n_test}"):
+        pipeline.eval_shard(crops, index, seed=0, start=n_test - 2, stop=n_test + 1)
+    with pytest.raises(LayersweepError, match="crop id 'nosuch_9' .*figures.example_crops"):
+        pipeline.crops_by_id(crops, index, [ids[0], "nosuch_9"])
 
 
 def test_bad_config_value_stops_with_one_sentence(demo_run):
