@@ -217,6 +217,27 @@ def test_shapleycam_weights_equal_the_library_weights(setup, monkeypatch):
         assert rel_err(weights[layer]["shapleycam"], torch.from_numpy(seen[-1])) < TOL
 
 
+def test_finercam_and_randomcam_weights_equal_the_library_weights(setup, monkeypatch):
+    from layersweep.attribution.methods.randomcam import layer_seed
+
+    ref, x, t = setup["ref"], setup["x"], setup["t"]
+    seen = []
+    for cls in (pgc.GradCAM, pgc.RandomCAM):  # FinerCAM's weights are its base GradCAM's
+        monkeypatch.setattr(cls, "get_cam_weights",
+                            lambda self, *a, _orig=cls.get_cam_weights: seen.append(_orig(self, *a)) or seen[-1])
+    ops, _ = build_ops(setup["model"])
+    methods = {name: registry.get_method(name) for name in ("finercam", "randomcam")}
+    _, _, weights = gradient_pass(ops, x, t, {5}, methods)
+    with torch.no_grad():
+        logits = ref(x)
+    finer = [FinerWeightedTarget(int(c), _nearest_classes(logits[i], int(c)), 1) for i, c in enumerate(t)]
+    _library(pgc.FinerCAM(ref, [ref.features[5]]), x, finer)
+    assert rel_err(weights[5]["finercam"], torch.from_numpy(seen[-1])) < TOL
+    np.random.seed(layer_seed(5))
+    _library(pgc.RandomCAM(ref, [ref.features[5]]), x[:1], [ClassifierOutputTarget(int(t[0]))])
+    assert rel_err(weights[5]["randomcam"][:1], torch.from_numpy(seen[-1])) < TOL
+
+
 def test_randomcam_is_the_library_with_a_fixed_seed_per_layer(setup, raw_cams):
     from layersweep.attribution.methods.randomcam import layer_seed
 
