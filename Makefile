@@ -24,6 +24,7 @@ test-slurm: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_attribution.py
+	$(VENV)/bin/python bench/bench_methods_cam.py
 	$(VENV)/bin/python bench/bench_metrics.py
 	$(VENV)/bin/python bench/bench_head_training.py
 
