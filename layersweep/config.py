@@ -16,6 +16,9 @@ def _key(path) -> str:
 
 def check_config(config: dict, schema_path: str | Path) -> None:
     """Validate against the JSON schema; the first error becomes one sentence naming the key."""
+    if isinstance(config.get("attribution"), dict) and "bf16_autocast" in config["attribution"]:
+        raise LayersweepError("config key 'attribution.bf16_autocast' was removed: set 'attribution.precision: bf16' "
+                              "(or float16 / float32) instead, which now also applies on the CPU.")
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))

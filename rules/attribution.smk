@@ -20,7 +20,7 @@ rule attribution:
         batch_size=ATTR["batch_size"],
         max_pairs=ATTR["max_pairs"],
         store_dtype=ATTR["store_dtype"],
-        bf16_autocast=ATTR["bf16_autocast"],
+        precision=ATTR["precision"],
         device=config["device"],
     log:
         log_of("attribution", "method", "k"),

@@ -16,6 +16,7 @@ rule metrics:
         blur_sigma=METRICS["blur_sigma"],
         batch_size=METRICS["batch_size"],
         constant_eps=METRICS["constant_eps"],
+        precision=METRICS["precision"],
         device=config["device"],
     log:
         log_of("metrics", "method", "k"),
@@ -47,6 +48,7 @@ rule metrics_rescaled:
         mask_space=METRICS["mask_space"],
         batch_size=METRICS["batch_size"],
         constant_eps=METRICS["constant_eps"],
+        precision=METRICS["precision"],
         device=config["device"],
     log:
         log_of("metrics_rescaled", "r", "method", "k"),

@@ -14,7 +14,7 @@ def main(sm):
     method = sm.wildcards.method
     out = attribute_crops(model, crops, labels, base, [method], layers, batch_size=p.batch_size,
                           max_pairs=p.max_pairs, device=device, attribute_to=p.attribute_to,
-                          bf16_autocast=p.bf16_autocast)
+                          precision=p.precision)
     write_attribution_shard(sm.output[0], method, ids, labels, out["logit"], out["prob"], out["maps"][method],
                             p.store_dtype)
 

@@ -11,7 +11,7 @@ def main(sm):
     model, device = pipeline.fitted_model(sm.input, p.device)
     table = score_rescaled_shard(model, crops, sm.input.maps, crop_ids=ids, r=p.r, rtol=p.rtol,
                                  mask_space=p.mask_space, batch_size=p.batch_size, constant_eps=p.constant_eps,
-                                 device=device)
+                                 device=device, precision=p.precision)
     write_parquet(table, sm.output[0])
 
 

@@ -203,15 +203,6 @@ def test_a_registered_gradient_method_gets_activations_and_gradients(tiny, monke
         torch.testing.assert_close(out["test_neg_gradxact"][layer], expected, rtol=1e-5, atol=1e-7)
 
 
-def test_bf16_is_ignored_on_cpu_with_a_warning(tiny):
-    model, x, b, t = tiny
-    kw = dict(methods=["deepliftshap", "gradcampp"], layers=[1, 4], baselines=b)
-    with pytest.warns(UserWarning, match="CUDA"):
-        out = attribute_layers(model, x, t, bf16_autocast=True, **kw)
-    ref = attribute_layers(model, x, t, **kw)
-    assert all(torch.equal(out[m][l], ref[m][l]) for m in ref for l in ref[m])
-
-
 def test_attribute_crops_batches_like_one_call(tiny):
     model, _, _, _ = tiny
     rng = np.random.default_rng(0)

@@ -68,7 +68,7 @@ def test_engine_on_cuda_matches_the_cpu(full_float32_on_cuda):
         for layer in LAYERS:
             assert gpu["maps"][m][layer].dtype == np.float32
             assert _rel(gpu["maps"][m][layer], cpu["maps"][m][layer]) < 1e-4, (m, layer)
-    bf16 = attribute_crops(tiny_model(), crops, targets, base, METHODS, LAYERS, device="cuda", bf16_autocast=True, **kw)
+    bf16 = attribute_crops(tiny_model(), crops, targets, base, METHODS, LAYERS, device="cuda", precision="bf16", **kw)
     for m in METHODS:
         for layer in LAYERS:
             got = bf16["maps"][m][layer]

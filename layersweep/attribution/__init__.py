@@ -2,7 +2,7 @@
 
     from layersweep.attribution import attribute_layers, available_methods
     maps = attribute_layers(model, images, targets, methods=["deepliftshap", "gradcampp"], layers=range(21),
-                            baselines=baseline_images, attribute_to="output", max_pairs=64, bf16_autocast=False)
+                            baselines=baseline_images, attribute_to="output", max_pairs=64, precision="float32")
     # -> {method: {layer_index: Tensor (B, H_l, W_l) float32 on images.device}}
 
 Methods live in `methods/`, one file each (see `registry.py`); shards in `shards.py`.

@@ -1,13 +1,13 @@
 """Public entry points: every requested layer of a batch in one shared pass per method family."""
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable
 
 import numpy as np
 import torch
 
 from ..errors import LayersweepError
+from ..precision import amp_dtype as precision_dtype
 from .network import NONLINEAR, build_ops, num_classes
 from .passes import deeplift_pass, gradient_pass
 from .registry import get_method
@@ -84,7 +84,7 @@ def _check_tensors(model, images, targets, baselines, need_baselines, n_classes)
 
 
 def _attribute(model, images, targets, methods, layers, *, baselines=None, attribute_to="output",
-               max_pairs=64, bf16_autocast=False):
+               max_pairs=64, precision="float32"):
     """attribute_layers plus the target logits (B, n_classes) of the forward it ran."""
     if attribute_to not in ATTRIBUTE_TO:
         raise LayersweepError(f"attribute_to is {attribute_to!r}; use 'output' or 'input' (config key 'attribution.attribute_to').")
@@ -97,9 +97,7 @@ def _attribute(model, images, targets, methods, layers, *, baselines=None, attri
     _check_layer_kinds(methods, layers, ops, attribute_to)
     by_pass = {kind: {m.name: m.fn for m in methods if m.pass_kind == kind} for kind in ("gradient", "deeplift")}
     targets, baselines = _check_tensors(model, images, targets, baselines, bool(by_pass["deeplift"]), n_classes)
-    if bf16_autocast and images.device.type != "cuda":
-        warnings.warn("bf16_autocast is only used on CUDA; computing in float32 on the CPU.", stacklevel=3)
-        bf16_autocast = False
+    amp = precision_dtype(precision, images.device, "attribution.precision")
 
     results = {m.name: {} for m in methods}
     logits = None
@@ -108,7 +106,7 @@ def _attribute(model, images, targets, methods, layers, *, baselines=None, attri
         pos = {layer: layer if (attribute_to == "output" or layer == -1) else layer - 1 for layer in layers}
         gradient_methods = {m.name: m for m in methods if m.pass_kind == "gradient"}
         maps, logits, _weights = gradient_pass(ops, images, targets, set(pos.values()), gradient_methods,
-                                               bf16=bf16_autocast)
+                                               amp_dtype=amp)
         for layer, p in pos.items():
             for name in by_pass["gradient"]:
                 results[name][layer] = maps[p][name]
@@ -123,7 +121,7 @@ def _attribute(model, images, targets, methods, layers, *, baselines=None, attri
                 site[layer] = ("out", layer - 1)
         maps, dl_logits = deeplift_pass(ops, n_features, images, targets, baselines, set(site.values()),
                                         by_pass["deeplift"], max_pairs=int(max_pairs), n_classes=n_classes,
-                                        bf16=bf16_autocast)
+                                        amp_dtype=amp)
         logits = dl_logits if logits is None else logits
         for layer, s in site.items():
             for name in by_pass["deeplift"]:
@@ -142,7 +140,7 @@ def _attribute(model, images, targets, methods, layers, *, baselines=None, attri
 
 
 def attribute_layers(model, images, targets, methods, layers, *, baselines=None, attribute_to="output",
-                     max_pairs=64, bf16_autocast=False):
+                     max_pairs=64, precision="float32"):
     """Attribution maps of every (method, layer) for a batch, all layers of a method family in one pass.
 
     Args:
@@ -160,7 +158,8 @@ def attribute_layers(model, images, targets, methods, layers, *, baselines=None,
             captum's `attribute_to_layer_input=True`, which on a ReLU/MaxPool skips that layer's own rule.
         max_pairs: the DeepLift pass runs in chunks of at most this many (image, baseline) pairs, which
             bounds its peak memory; results do not depend on it.
-        bf16_autocast: bf16 matmuls/convolutions on CUDA; ignored with a warning on the CPU.
+        precision: "float32" (default, exact), "bf16" or "float16": the convolutions and matmuls of the pass
+            run in that dtype (autocast) on CUDA and on the CPU; maps and logits come back in float32.
 
     Returns:
         {method: {layer: Tensor (B, H_l, W_l)}} on images.device, float32 (float64 for float64 images).
@@ -169,11 +168,11 @@ def attribute_layers(model, images, targets, methods, layers, *, baselines=None,
         `GradCAMPlusPlus(model, [features[l]])` cam before `scale_cam_image` (after `np.maximum(cam, 0)`).
     """
     return _attribute(model, images, targets, methods, layers, baselines=baselines, attribute_to=attribute_to,
-                      max_pairs=max_pairs, bf16_autocast=bf16_autocast)[0]
+                      max_pairs=max_pairs, precision=precision)[0]
 
 
 def attribute_crops(model, crops_uint8, targets, baselines_uint8, methods, layers, *, batch_size, max_pairs,
-                    device, attribute_to="output", bf16_autocast=False, progress=True):
+                    device, attribute_to="output", precision="float32", progress=True):
     """Stage helper: attribution maps of uint8 crops, batch by batch, results back on the CPU.
 
     Args:
@@ -219,7 +218,7 @@ def attribute_crops(model, crops_uint8, targets, baselines_uint8, methods, layer
         images = to_model_input(crops[s:s + batch_size], device)
         tgt = torch.as_tensor(targets[s:s + batch_size], dtype=torch.int64)  # validated on the CPU
         res, logits = _attribute(model, images, tgt, methods, layers, baselines=baselines,
-                                 attribute_to=attribute_to, max_pairs=max_pairs, bf16_autocast=bf16_autocast)
+                                 attribute_to=attribute_to, max_pairs=max_pairs, precision=precision)
         tgt = tgt.to(logits.device)
         logit[s:s + len(tgt)] = logits.gather(1, tgt[:, None])[:, 0].float().cpu().numpy()
         prob[s:s + len(tgt)] = torch.softmax(logits.float(), dim=1).gather(1, tgt[:, None])[:, 0].cpu().numpy()

@@ -83,7 +83,7 @@ def num_classes(ops: list[Op]) -> int:
 def forward_op(op: Op, x: torch.Tensor, *, return_indices: bool = False, mm_dtype: torch.dtype | None = None):
     """One op, functionally (never in place). MaxPool returns (output, indices) when asked.
 
-    `mm_dtype` (bf16) runs conv / linear in that dtype and returns x's dtype, as autocast would.
+    `mm_dtype` (bf16 / float16) runs conv / linear in that dtype and returns x's dtype, as autocast would.
     """
     m = op.module
     if op.kind in ("conv", "linear") and mm_dtype is not None:
@@ -110,7 +110,7 @@ def forward_op(op: Op, x: torch.Tensor, *, return_indices: bool = False, mm_dtyp
 def linear_backward(op: Op, g: torch.Tensor, in_shape: tuple[int, ...], mm_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Vector-Jacobian product of a linear op (conv, linear, avg-pool, flatten, identity).
 
-    It does not depend on the point, so no forward activations are needed. `mm_dtype` (bf16) runs
+    It does not depend on the point, so no forward activations are needed. `mm_dtype` (bf16 / float16) runs
     the heavy products in that dtype and returns the input dtype, as autocast would.
     """
     m = op.module

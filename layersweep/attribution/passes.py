@@ -36,22 +36,16 @@ and its own eps entries lie where the MaxPool's do), so the maps agree with capt
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 
 import torch
 import torch.nn.functional as F
 
+from ..precision import autocast
 from .network import NONLINEAR, Op, forward_op, linear_backward
 
 EPS = 1e-10  # captum DeepLift's default eps
-
-
-def _autocast(device: torch.device, enabled: bool):
-    if enabled and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 # ----------------------------------------------------------------------------- gradient pass
@@ -82,7 +76,8 @@ def _utility_seed(utility, logits: torch.Tensor, targets: torch.Tensor, dtype) -
     return seed.to(logits.dtype)
 
 
-def gradient_pass(ops: list[Op], images, targets, positions, methods: dict, *, bf16: bool = False):
+def gradient_pass(ops: list[Op], images, targets, positions, methods: dict, *,
+                  amp_dtype: torch.dtype | None = None):
     """CAM-family maps at `positions` for every method in `methods` ({name: registry.Method}).
 
     One forward serves every method. Then one backward per distinct seed: the target logit (shared by
@@ -91,6 +86,9 @@ def gradient_pass(ops: list[Op], images, targets, positions, methods: dict, *, b
     term of ShapleyCAM, METHODS.md 1.1) get K more backwards through the same graph, one per class k with
     seed e_k, each contracted at every position into <G_k, A> and mean_hw G_k before the next, so the K
     gradients dz_k/dA are never held at once (memory: one backward).
+
+    `amp_dtype` (bf16 / float16) runs the forward and backward under autocast; the methods combine
+    activations and gradients in float32 (float64 for float64 images).
 
     Returns ({position: {name: (B, H, W)}}, logits (B, n_classes),
              {position: {name: (B, C)}} channel weights of the methods registered with `weights=True`).
@@ -107,7 +105,7 @@ def gradient_pass(ops: list[Op], images, targets, positions, methods: dict, *, b
 
     lowest = min(positions)
     saved = {}
-    with torch.set_grad_enabled(need_graph), _autocast(images.device, bf16):
+    with torch.set_grad_enabled(need_graph), autocast(images.device, amp_dtype):
         h = images.detach()
         if lowest == -1:
             h = h.clone().requires_grad_(need_graph)
@@ -143,7 +141,7 @@ def gradient_pass(ops: list[Op], images, targets, positions, methods: dict, *, b
         for key in keys:
             run(name, key)
     backwards = len(seed_groups) + (int(logits.shape[1]) if class_names else 0)
-    with torch.enable_grad(), _autocast(images.device, bf16):
+    with torch.enable_grad(), autocast(images.device, amp_dtype):
         for utility, group in seed_groups.items():
             backwards -= 1
             if utility is None:
@@ -239,15 +237,17 @@ class DeepLiftPlan:
 
 
 def deeplift_pass(ops: list[Op], n_features: int, images, targets, baselines, sites: set, fns: dict,
-                  *, max_pairs: int, n_classes: int, bf16: bool = False):
+                  *, max_pairs: int, n_classes: int, amp_dtype: torch.dtype | None = None):
     """DeepLift-family maps at `sites` for every method in `fns` ({name: fn(delta, multiplier)}).
 
     Pairs are processed in chunks of at most `max_pairs` (image, baseline) pairs; each chunk holds the
     activations of its own images and baselines only, so peak memory is bounded by `max_pairs`.
+    `amp_dtype` (bf16 / float16) runs the convolutions and matmuls of the forward and backward in that dtype
+    (as autocast would); the DeepLift rules and the sums over pairs stay in the images' dtype.
     Returns ({site: {name: (B, H, W)}} averaged over baselines, logits (B, n_classes)).
     """
     plan = DeepLiftPlan(ops, n_features, sites)
-    mm = torch.bfloat16 if (bf16 and images.device.type == "cuda") else None
+    mm = amp_dtype
     B, K = images.shape[0], baselines.shape[0]
     sums: dict = {site: {name: None for name in fns} for site in sites}
     logits = torch.empty((B, n_classes), dtype=images.dtype, device=images.device)

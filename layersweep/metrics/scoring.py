@@ -238,8 +238,10 @@ def curve_counts(curve_points: int, n_pixels: int) -> np.ndarray:
 
 def pixel_ranks(maps01: torch.Tensor) -> torch.Tensor:
     """rank[m, p] = position of pixel p when map m is sorted by descending value (stable: ties keep pixel
-    order). 'the top n pixels' is then simply `rank < n`, so every curve point is one comparison."""
-    flat = maps01.reshape(len(maps01), -1)
+    order). 'the top n pixels' is then simply `rank < n`, so every curve point is one comparison.
+    Ranks always come from float32 values: maps computed in bf16 / float16 are widened first, so the order
+    of their (many more) ties is the same stable pixel order on every device and in every precision."""
+    flat = maps01.reshape(len(maps01), -1).float()
     order = torch.argsort(flat, dim=1, descending=True, stable=True)
     dtype = torch.int32 if flat.shape[1] < 2**31 else torch.int64
     rank = torch.empty(order.shape, dtype=dtype, device=flat.device)

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from ..device import resolve_device
 from ..errors import LayersweepError
+from ..precision import check_precision, precision_model
 from ..preprocess import to_model_input
 from .rescale import check_r, rescale_maps
 from .scoring import (average_drop_terms, check_mask_space, crop_scores, curve_counts, deletion_insertion,
@@ -159,7 +160,8 @@ def _nonconstant_maps(sh, n, size, constant_eps, dev, constant, bar, forwards_pe
 
 def score_shard(model, crops_uint8, shard, *, crop_ids=None, mask_space: str = "normalized",
                 curve_points: int = 30, blur_kernel: int = 11, blur_sigma: float = 5.0, batch_size: int = 256,
-                constant_eps: float = 1e-6, device="auto", progress: bool = True) -> pd.DataFrame:
+                constant_eps: float = 1e-6, device="auto", precision: str = "float32",
+                progress: bool = True) -> pd.DataFrame:
     """AD term, IC indicator and deletion / insertion curves and AUCs of every map of one shard.
 
     model: classifier returning logits (moved to `device` and put in eval mode). crops_uint8: (n, H, W, 3) uint8,
@@ -167,12 +169,20 @@ def score_shard(model, crops_uint8, shard, *, crop_ids=None, mask_space: str = "
     shard: path of an attribution npz or the dict of its arrays (module docstring).
     Returns one row per crop x layer: crop_id, method, layer, target, score (Y), explanation_score (O), ad, ic,
     deletion_auc, insertion_auc, deletion_curve, insertion_curve (lists of curve_points floats), constant.
-    Constant maps get NaN metrics (and NaN curves).
+    Constant maps get NaN metrics (and NaN curves). `precision` (float32 | bf16 | float16, `layersweep.precision`)
+    is the arithmetic of the model's forwards; maps, ranks, softmax and AUCs are float32 whatever it is.
     """
     check_mask_space(mask_space)
+    check_precision(precision, "metrics.precision")
     counts = curve_counts(curve_points, 1)
     P = len(counts)
     sh, dev, x, t, model = _prepare(model, crops_uint8, shard, crop_ids, device)
+    with precision_model(model, dev, precision) as net:
+        return _score_plain(net, sh, dev, x, t, mask_space, P, blur_kernel, blur_sigma, batch_size, constant_eps,
+                            progress)
+
+
+def _score_plain(model, sh, dev, x, t, mask_space, P, blur_kernel, blur_sigma, batch_size, constant_eps, progress):
     n, L = len(x), len(sh["layers"])
     size = tuple(x.shape[-2:])
     per_map = 1 + 2 * (P - 2)  # forwards per non-constant map: explanation image + interior curve points
@@ -214,7 +224,7 @@ def score_shard(model, crops_uint8, shard, *, crop_ids=None, mask_space: str = "
 
 def score_rescaled_shard(model, crops_uint8, shard, *, r: float, rtol: float = 1e-4, crop_ids=None,
                          mask_space: str = "normalized", batch_size: int = 256, constant_eps: float = 1e-6,
-                         device="auto", progress: bool = True) -> pd.DataFrame:
+                         device="auto", precision: str = "float32", progress: bool = True) -> pd.DataFrame:
     """AD term and IC indicator of every map of one shard after rescaling it to sum r*H*W (`rescale_maps`).
 
     Deletion and insertion are not recomputed: rescaling keeps the pixel order. Arguments as `score_shard`.
@@ -223,7 +233,13 @@ def score_rescaled_shard(model, crops_uint8, shard, *, r: float, rtol: float = 1
     """
     r = check_r(r)
     check_mask_space(mask_space)
+    check_precision(precision, "metrics.precision")
     sh, dev, x, t, model = _prepare(model, crops_uint8, shard, crop_ids, device)
+    with precision_model(model, dev, precision) as net:
+        return _score_rescaled(net, sh, dev, x, t, r, rtol, mask_space, batch_size, constant_eps, progress)
+
+
+def _score_rescaled(model, sh, dev, x, t, r, rtol, mask_space, batch_size, constant_eps, progress):
     n, L = len(x), len(sh["layers"])
     size = tuple(x.shape[-2:])
     bar = tqdm(total=n + n * L, desc=f"rescaled metrics {sh['method']} r={r:g}", unit="img", disable=not progress)
