@@ -64,7 +64,7 @@ def baselines(inputs, n: int, seed: int) -> np.ndarray:
 
 
 def fitted_model(inputs, device_name: str):
-    device = resolve_device(device_name)
+    device = resolve_device(device_name, claim_gpu=True)  # held until the job ends
     weights = inputs.get("weights") if hasattr(inputs, "get") else None
     model = load_model(inputs.checkpoint, weights_path=weights or None, device=device)
     return model, device

@@ -16,7 +16,7 @@ def main(sm):
     from layersweep.voc import VOC_CLASSES
 
     p = sm.params
-    device = resolve_device(p.device)
+    device = resolve_device(p.device, claim_gpu=True)
     feats, labels = {}, {}
     for split, f_path, i_path in zip(["train", "val", "test"], sm.input.features, sm.input.index):
         try:
