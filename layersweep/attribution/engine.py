@@ -175,6 +175,9 @@ def attribute_crops(model, crops_uint8, targets, baselines_uint8, methods, layer
                     device, attribute_to="output", precision="float32", progress=True):
     """Stage helper: attribution maps of uint8 crops, batch by batch, results back on the CPU.
 
+    The crops go to the device once, as uint8, and are normalised there batch by batch; the results come
+    back once, when the shard is done.
+
     Args:
         crops_uint8: np.uint8 (N, H, W, 3) RGB crops; preprocessed with `layersweep.preprocess.to_model_input`.
         targets: (N,) integer classes. baselines_uint8: np.uint8 (K, H, W, 3) or None (CAM methods only).
@@ -210,22 +213,29 @@ def attribute_crops(model, crops_uint8, targets, baselines_uint8, methods, layer
             raise LayersweepError(f"baselines must be a uint8 array (K, {', '.join(map(str, crops.shape[1:]))}), not {base.dtype} {base.shape}.")
         baselines = to_model_input(base, device)
 
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # every batch of a shard has the crops' fixed size
     n = crops.shape[0]
-    logit = np.empty(n, dtype=np.float32)
-    prob = np.empty(n, dtype=np.float32)
+    crops_dev = torch.from_numpy(np.ascontiguousarray(crops)).to(device)  # once per shard, as uint8
+    all_targets = torch.as_tensor(targets, dtype=torch.int64)  # validated on the CPU, batch by batch
+    # results stay on the device until the shard is done: no host round trip per batch
+    logit = torch.empty(n, dtype=torch.float32, device=device)
+    prob = torch.empty(n, dtype=torch.float32, device=device)
     maps: dict = {}
     for s in tqdm(range(0, n, batch_size), desc="attribution", unit="batch", disable=not progress):
-        images = to_model_input(crops[s:s + batch_size], device)
-        tgt = torch.as_tensor(targets[s:s + batch_size], dtype=torch.int64)  # validated on the CPU
+        images = to_model_input(crops_dev[s:s + batch_size], device)  # normalised on the device
+        tgt = all_targets[s:s + batch_size]
         res, logits = _attribute(model, images, tgt, methods, layers, baselines=baselines,
                                  attribute_to=attribute_to, max_pairs=max_pairs, precision=precision)
-        tgt = tgt.to(logits.device)
-        logit[s:s + len(tgt)] = logits.gather(1, tgt[:, None])[:, 0].float().cpu().numpy()
-        prob[s:s + len(tgt)] = torch.softmax(logits.float(), dim=1).gather(1, tgt[:, None])[:, 0].cpu().numpy()
+        tgt = tgt.to(logits.device, non_blocking=True)
+        logit[s:s + len(tgt)] = logits.gather(1, tgt[:, None])[:, 0].float()
+        prob[s:s + len(tgt)] = torch.softmax(logits.float(), dim=1).gather(1, tgt[:, None])[:, 0]
         for name, per_layer in res.items():
             dest = maps.setdefault(name, {})
             for layer, t in per_layer.items():
                 if layer not in dest:
-                    dest[layer] = np.empty((n,) + tuple(t.shape[1:]), dtype=np.float32)
-                dest[layer][s:s + t.shape[0]] = t.float().cpu().numpy()  # one transfer per batch and layer
+                    dest[layer] = torch.empty((n,) + tuple(t.shape[1:]), dtype=torch.float32, device=device)
+                dest[layer][s:s + t.shape[0]] = t
+    maps = {name: {layer: t.cpu().numpy() for layer, t in per.items()} for name, per in maps.items()}
+    logit, prob = logit.cpu().numpy(), prob.cpu().numpy()
     return {"logit": logit, "prob": prob, "maps": maps}

@@ -124,7 +124,9 @@ def _check_prob(sh, Y):
 def _prepare(model, crops_uint8, shard, crop_ids, device):
     sh = read_shard(shard)
     dev = _device(device)
-    x = _crop_inputs(crops_uint8, crop_ids, sh, dev)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # every forward of a shard has the crops' fixed size
+    x = _crop_inputs(crops_uint8, crop_ids, sh, dev)  # uint8 to the device once, normalised there
     t = torch.as_tensor(sh["target"], device=dev)
     return sh, dev, x, t, model.to(dev).eval()
 
