@@ -1,0 +1,173 @@
+"""What the study costs on this device, per precision: one command for a GPU owner (`make bench`).
+
+Prints, on `--device` (auto = CUDA when present), for VGG11 (20 classes) at `--size` px:
+1. scoring forwards: img/s at each batch size in each precision (float32, bf16, float16; the model run as the
+   scoring stage runs it, `layersweep.precision.precision_model`), and the best batch size per precision;
+2. the scoring stage itself (`score_shard` on the same maps) in each precision at `--compare-sizes`, and the
+   speed-up of each reduced precision over float32 (the issue's bar: bf16 >= 1.3x);
+3. attribution seconds per crop for each configured method (`attribution.methods` of `--config`, all layers,
+   `n_baselines` baselines), in each precision;
+4. the projected wall time of the study of `--config` (and of each config under config/studies/, if any) on
+   this device, one job at a time: attribution crops x methods x seconds per crop, plus the scoring forwards
+   (plain: 2 per crop + 1 + per map 1 + 2 (curve_points - 2); rescaled: 1 per crop + 1 per map and r) at the
+   best batch size's img/s. The forwards are counted from the config; the seconds are measured here.
+
+    .venv/bin/python bench/bench_precision.py                      # the real study's size (224 px)
+    .venv/bin/python bench/bench_precision.py --size 32 --batches 2,4 --quick    # the test suite's call
+"""
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+import yaml
+
+from layersweep.attribution import attribute_layers
+from layersweep.device import resolve_device
+from layersweep.layers import parse_layers
+from layersweep.metrics import score_shard
+from layersweep.precision import PRECISIONS, precision_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _best_of(fn, device, repeats):
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+@torch.no_grad()
+def forward_rate(model, device, precision, size, batch, repeats):
+    """img/s of scoring forwards (best of `repeats` after a warm-up)."""
+    x = torch.randn(batch, 3, size, size, device=device)
+    with precision_model(model, device, precision) as net:
+        net(x)
+        return batch / _best_of(lambda: net(x), device, repeats)
+
+
+def scoring_seconds(model, device, precision, size, n_crops, layers, curve_points, batch, repeats):
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, size=(n_crops, size, size, 3), dtype=np.uint8)
+    shard = {"method": np.array("gradcampp"), "crop_id": np.array([f"c{i}" for i in range(n_crops)]),
+             "target": rng.integers(0, 20, n_crops).astype(np.int64), "layers": np.array(layers)}
+    shard.update({f"map_{l}": rng.random((n_crops, max(1, size // 8), max(1, size // 8))).astype(np.float32)
+                  for l in layers})
+    return _best_of(lambda: score_shard(model, crops, shard, curve_points=curve_points, batch_size=batch,
+                                        device=device, precision=precision, progress=False), device, repeats)
+
+
+def attribution_seconds_per_crop(model, device, precision, size, method, layers, n_baselines, batch, max_pairs,
+                                 repeats):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, size, size, generator=g).to(device)
+    b = torch.randn(n_baselines, 3, size, size, generator=g).to(device)
+    t = torch.arange(batch) % 20
+    run = lambda: attribute_layers(model, x, t, [method], layers, baselines=b, max_pairs=max_pairs,
+                                   precision=precision)
+    run()
+    return _best_of(run, device, repeats) / batch
+
+
+def scoring_forwards(cfg, n_layers):
+    """Forwards of the study's scoring, counted from its config: plain and rescaled, per method."""
+    n = cfg["data"]["n_images"]
+    n = 1024 if n == "all" else int(n)
+    P = int(cfg["metrics"]["curve_points"])
+    plain = 2 * n + 1 + n * n_layers * (1 + 2 * (P - 2))
+    rescaled = len(cfg["rescale"]["r"]) * (n + n * n_layers)
+    return n, plain + rescaled
+
+
+def _fmt_hours(seconds):
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--batches", default="16,32,64,128,256")
+    ap.add_argument("--precisions", default=",".join(PRECISIONS))
+    ap.add_argument("--compare-sizes", default="112,224")
+    ap.add_argument("--config", default=str(ROOT / "config.yaml"))
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="tiny settings: the test suite's smoke run")
+    args = ap.parse_args(argv)
+    warnings.simplefilter("ignore")  # float16 on the CPU warns on every call
+    device = resolve_device(args.device)
+    precisions = args.precisions.split(",")
+    batches = [int(v) for v in args.batches.split(",")]
+    compare_sizes = [args.size] if args.quick else [int(v) for v in args.compare_sizes.split(",")]
+    repeats = 1 if args.quick else args.repeats
+    cfg = yaml.safe_load(Path(args.config).read_text())
+    torch.manual_seed(0)
+    model = torchvision.models.vgg11(num_classes=20).eval().to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"# device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"VGG11 at {args.size} px")
+
+    print("\n## scoring forwards, img/s per batch size")
+    best = {}
+    for prec in precisions:
+        rates = {bs: forward_rate(model, device, prec, args.size, bs, repeats) for bs in batches}
+        bs = max(rates, key=rates.get)
+        best[prec] = (bs, rates[bs])
+        print(f"{prec:8s} " + "  ".join(f"b{b}: {r:8.1f}" for b, r in rates.items()) + f"   best: batch {bs}, {rates[bs]:.1f} img/s")
+
+    print("\n## scoring stage (score_shard, same maps), seconds and speed-up over float32")
+    n_crops, layers, P = (2, [0, 5], 4) if args.quick else (4, [2, 10, 20], 11)
+    for size in compare_sizes:
+        secs = {p: scoring_seconds(model, device, p, size, n_crops, layers, P, best[p][0], repeats) for p in precisions}
+        print(f"{size} px: " + ", ".join(f"{p} {s:.2f} s ({secs['float32'] / s:.2f}x)" for p, s in secs.items()))
+
+    att = cfg["attribution"]
+    methods = att["methods"]
+    all_layers = parse_layers(att["layers"], len(model.features))
+    n_layers = len(all_layers)
+    per_crop = {}
+    att_batch, n_base = (1, 2) if args.quick else (int(att["batch_size"]), int(att["n_baselines"]))
+    print(f"\n## attribution, seconds per crop, {n_layers} layers, {n_base} baselines, {att_batch} crops per pass")
+    for m in methods:
+        per_crop[m] = {p: attribution_seconds_per_crop(model, device, p, args.size, m, all_layers, n_base,
+                                                       att_batch, att["max_pairs"], repeats) for p in precisions}
+        print(f"{m:14s} " + "  ".join(f"{p}: {s:.3f} s" for p, s in per_crop[m].items()))
+
+    print("\n## projected wall time of each study on this device (one job at a time), per precision")
+    print("(forwards counted from the config; seconds measured above at --size; scoring at the best batch size)")
+    studies = [Path(args.config)] + sorted((ROOT / "config" / "studies").glob("*.yaml"))
+    for path in studies:
+        study = yaml.safe_load(path.read_text())
+        if not isinstance(study, dict) or "attribution" not in study or "data" not in study:
+            continue
+        s_layers = len(parse_layers(study["attribution"]["layers"], len(model.features)))
+        scale = (int(study["data"]["crop_size"]) / args.size) ** 2  # forwards' cost grows with the pixels
+        n, fw = scoring_forwards(study, s_layers)
+        parts = []
+        for p in precisions:
+            att_s = sum(per_crop.get(m, per_crop[methods[-1]])[p] * s_layers / n_layers
+                        for m in study["attribution"]["methods"]) * n * scale
+            score_s = len(study["attribution"]["methods"]) * fw / best[p][1] * scale
+            parts.append(f"{p} {_fmt_hours(att_s + score_s)} (attribution {_fmt_hours(att_s)}, scoring {_fmt_hours(score_s)})")
+        print(f"{path.name}: {n} crops, {len(study['attribution']['methods'])} methods, {s_layers} layers: " + "; ".join(parts))
+
+
+if __name__ == "__main__":
+    main()
