@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torchvision
+from scipy.stats import spearmanr
 
 from layersweep.attribution import attribute_layers
 from layersweep.data import build_split
@@ -71,12 +72,8 @@ def make_model(weights, head_scale):
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
-    """Per-row Spearman correlation (average ranks are not needed: ties are rare in float32 and counted by
-    argsort order in the reduced map, which is what the deletion order sees)."""
-    ra = a.flatten(1).argsort(1).argsort(1).double()
-    rb = b.flatten(1).argsort(1).argsort(1).double()
-    ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
-    return ((ra * rb).sum(1) / (ra.norm(dim=1) * rb.norm(dim=1))).numpy()
+    """Per-map Spearman correlation with average ranks (the zeros of clamped CAM maps are ties)."""
+    return np.array([spearmanr(x, y).statistic for x, y in zip(a.flatten(1).numpy(), b.flatten(1).numpy())])
 
 
 def main(argv=None):
@@ -120,7 +117,7 @@ def main(argv=None):
                 rho = spearman(maps["float32"][m][layer], maps[prec][m][layer])
                 row[f"{prec} median"], row[f"{prec} min"] = np.median(rho), rho.min()
             rows.append(row)
-    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     print("seconds: " + ", ".join(f"{p} {s:.1f}" for p, s in secs.items()))
 
     m = methods[-1]
@@ -151,7 +148,7 @@ def main(argv=None):
             rows.append(row)
         all_d = {c: np.nanmax(np.abs(tab[c].to_numpy() - ref[c].to_numpy())) for c in metrics}
         print(f"{prec}: over all layers max |per-crop diff| " + ", ".join(f"{c} {v:.4g}" for c, v in all_d.items()))
-    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     print("seconds: " + ", ".join(f"{p} {s:.1f}" for p, s in secs.items()))
     print("AD in percent points, IC in percent points (0/100 per crop), AUCs in probability x k units.")
 

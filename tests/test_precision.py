@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from scipy.stats import spearmanr
 from torch import nn
 
 from layersweep.attribution import attribute_layers
@@ -155,8 +156,7 @@ def test_float32_attribution_is_unchanged_by_a_reduced_precision_call(data):
             a, b = before[m][layer].flatten(1), bf16[m][layer].flatten(1)
             for i in range(len(a)):
                 if a[i].std() > 0:
-                    ra, rb = a[i].argsort().argsort().double(), b[i].argsort().argsort().double()
-                    assert torch.corrcoef(torch.stack([ra, rb]))[0, 1] > 0.9, (m, layer, i)
+                    assert spearmanr(a[i], b[i]).statistic > 0.9, (m, layer, i)
 
 
 def test_precision_model_is_the_model_itself_in_float32():
@@ -200,3 +200,32 @@ def test_ranks_of_bf16_maps_come_from_float32_values_in_stable_pixel_order():
     a, _ = normalize_maps(maps, (14, 18))
     b, _ = normalize_maps(maps.float(), (14, 18))
     assert a.dtype == torch.float32 and torch.equal(a, b)
+
+
+# ------------------------------------------------------------------------------------------------ drift bounds
+# README "Reduced precision: measured drift" documents these bounds for bf16 (measured maxima with margin).
+BF16_BOUNDS = {"ad": 1.0, "deletion_auc": 1e-3, "insertion_auc": 1e-3}  # max |per-crop diff|
+BF16_IC_FLIP_GAP = 0.05  # an IC indicator flips only where |O - Y| / Y is below this (a near-tie)
+BF16_SPEARMAN = {"gradcampp": 0.9, "deepliftshap": 0.75}  # min rank correlation of a map with float32
+
+
+def test_bf16_on_the_cpu_stays_within_the_documented_drift_bounds(data):
+    crops, base, targets = data
+    model = small_model()
+    maps32, arrays = _shard(model, crops, base, targets, "float32")
+    maps16, _ = _shard(model, crops, base, targets, "bf16")
+    for m, bound in BF16_SPEARMAN.items():
+        for layer in LAYERS:
+            a, b = maps32[m][layer].flatten(1), maps16[m][layer].flatten(1)
+            for i in range(len(a)):
+                if a[i].std() > 0:  # Spearman with average ranks: zeros of clamped maps are ties
+                    assert spearmanr(a[i], b[i]).statistic >= bound, (m, layer, i)
+    ref = score_shard(model, crops, arrays, **KW)
+    red = score_shard(model, crops, arrays, precision="bf16", **KW)
+    for metric, bound in BF16_BOUNDS.items():
+        diff = np.abs(red[metric].to_numpy() - ref[metric].to_numpy())
+        assert np.nanmax(diff) <= bound, metric
+        assert np.nanmax(diff) > 0 or metric != "ad"  # bf16 really ran
+    flips = red.ic.to_numpy() != ref.ic.to_numpy()
+    gap = np.abs(ref.explanation_score - ref.score).to_numpy() / ref.score.to_numpy()
+    assert np.all(gap[flips] <= BF16_IC_FLIP_GAP)
