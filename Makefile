@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/bench_methods_cam.py
 	$(VENV)/bin/python bench/bench_metrics.py
 	$(VENV)/bin/python bench/bench_head_training.py
+	$(VENV)/bin/python bench/bench_precision.py
 
 # Outputs only: downloads in resources/ are kept, the demo's synthetic VOC is not.
 clean:
