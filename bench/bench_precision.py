@@ -102,7 +102,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--batches", default="16,32,64,128,256")
+    ap.add_argument("--batches", default=None, help="default 16..256 on CUDA, 16,32,64 on the CPU")
     ap.add_argument("--precisions", default=",".join(PRECISIONS))
     ap.add_argument("--compare-sizes", default="112,224")
     ap.add_argument("--config", default=str(ROOT / "config.yaml"))
@@ -112,7 +112,7 @@ def main(argv=None):
     warnings.simplefilter("ignore")  # float16 on the CPU warns on every call
     device = resolve_device(args.device)
     precisions = args.precisions.split(",")
-    batches = [int(v) for v in args.batches.split(",")]
+    batches = [int(v) for v in (args.batches or ("16,32,64,128,256" if device.type == "cuda" else "16,32,64")).split(",")]
     compare_sizes = [args.size] if args.quick else [int(v) for v in args.compare_sizes.split(",")]
     repeats = 1 if args.quick else args.repeats
     cfg = yaml.safe_load(Path(args.config).read_text())
