@@ -34,6 +34,7 @@ localrules: all, download_voc, extract_voc, download_weights
 rule all:
     input:
         expand("figures/fig{n}.pdf", n=range(2, 8)),
+        "figures/atlas.pdf",
         "results/summary.parquet",
         "results/model/test_accuracy.json",
     default_target: True

@@ -55,3 +55,28 @@ def shard_range(k: int, n_images: int, shard_size: int) -> tuple[int, int]:
 def r_label(r: float) -> str:
     """The file-name form of a rescale factor: 0.3 -> '0.3'."""
     return f"{float(r):g}"
+
+
+def figure_methods(config: dict) -> list[str]:
+    """figures.methods: the methods fig5/fig6 draw (all configured ones by default), in config order."""
+    configured = list(config["attribution"]["methods"])
+    chosen = config["figures"].get("methods", "all")
+    if chosen == "all":
+        return configured
+    for method in chosen:
+        if method not in configured:
+            raise LayersweepError(f"config key 'figures.methods' names '{method}', which is not in "
+                                  f"'attribution.methods' ({', '.join(configured)}).")
+    return list(chosen)
+
+
+def compare_pair(config: dict) -> tuple[str, str]:
+    """figures.compare: the two methods of fig7 and the paired differences (first minus second)."""
+    configured = list(config["attribution"]["methods"])
+    pair = tuple(config["figures"].get("compare", ["gradcampp", "deepliftshap"]))
+    for method in pair:
+        if method not in configured:
+            raise LayersweepError(f"config key 'figures.compare' names '{method}', which is not in "
+                                  f"'attribution.methods' ({', '.join(configured)}); fig7 compares two "
+                                  "configured methods.")
+    return pair

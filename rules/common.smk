@@ -2,7 +2,8 @@
 import sys
 from pathlib import Path
 
-from layersweep.config import canonical, check_config, n_shards, r_label, shard_range
+from layersweep.config import (canonical, check_config, compare_pair, figure_methods, n_shards, r_label,
+                               shard_range)
 from layersweep.errors import LayersweepError
 
 try:
@@ -29,6 +30,11 @@ def methods():
 
 
 METHODS = methods()
+try:
+    FIG_METHODS = figure_methods(config)  # fig5/fig6
+    COMPARE = compare_pair(config)  # fig7 and the paired differences: COMPARE[0] minus COMPARE[1]
+except LayersweepError as exc:
+    sys.exit(f"layersweep: {exc}")
 RESCALE_RS = [r_label(r) for r in config["rescale"]["r"]]
 
 ENV = "../envs/layersweep.yaml"  # for --software-deployment-method conda; the venv has the same pins
@@ -145,3 +151,23 @@ def figure_outputs(n):
 
 def plot_params(**extra):
     return dict(demo=config.get("demo", False), dpi=FIGURES["dpi"], **extra)
+
+
+def example_positions():
+    """Evaluation positions of figures.example_crops (explicit ids outside the evaluated crops are left out
+    here; the atlas script names them)."""
+    spec, n = FIGURES["example_crops"], n_eval_images()
+    if isinstance(spec, int):
+        return list(range(min(spec, n)))
+    import pandas as pd
+
+    from layersweep.data import eval_order
+
+    order = eval_order(pd.read_parquet(checkpoints.crops.get(split="test").output.index), SEED)[:n]
+    where = {cid: i for i, cid in enumerate(order)}
+    return sorted(where[c] for c in spec if c in where)
+
+
+def atlas_shards(wildcards):
+    ks = sorted({pos // DATA["shard_size"] for pos in example_positions()}) or [0]
+    return [f"results/attributions/{m}/shard-{k}.npz" for m in METHODS for k in ks]

@@ -1,4 +1,4 @@
-# The report's figures 2-7. Each rule reads only what its figure plots, so a plotting option or a new
+# The report's figures 2-7 and the atlas. Each rule reads only what its figure plots, so a plotting option or a new
 # rescale factor redraws only the figures that depend on it.
 
 rule fig2:
@@ -83,6 +83,7 @@ rule fig5:
     params:
         plot=plot_params(),
         reference_json=FIGURES["reference_json"],
+        methods=FIG_METHODS,
     log:
         "logs/figures/fig5.log",
     group:
@@ -106,6 +107,7 @@ rule fig6:
         plot=plot_params(),
         reference_json=FIGURES["reference_json"],
         r=FIGURES["rescale_r"],
+        methods=FIG_METHODS,
     log:
         "logs/figures/fig6.log",
     group:
@@ -128,6 +130,7 @@ rule fig7:
     params:
         plot=plot_params(),
         r=FIGURES["rescale_r"],
+        compare=list(COMPARE),
     log:
         "logs/figures/fig7.log",
     group:
@@ -140,3 +143,32 @@ rule fig7:
         ENV
     script:
         "../scripts/fig7.py"
+
+
+# Every configured method at every layer on the example crops, read from the attribution shards that
+# hold them (no attribution is recomputed).
+rule atlas:
+    input:
+        **split_files("test"),
+        shards=atlas_shards,
+    output:
+        pdf="figures/atlas.pdf",
+        png=report("figures/atlas.png", caption="../report/atlas.rst", category="Figures"),
+        table="figures/tables/atlas.csv",
+    params:
+        plot=plot_params(),
+        example_crops=canonical(FIGURES["example_crops"]),
+        seed=SEED,
+        methods=METHODS,
+    log:
+        "logs/figures/atlas.log",
+    group:
+        "summaries"
+    threads: 1
+    resources:
+        mem_mb=grows(2000),
+        runtime=grows(15),
+    conda:
+        ENV
+    script:
+        "../scripts/atlas.py"

@@ -105,16 +105,16 @@ use rule summary_plain as summary_rescaled with:
 # Figure 7's paired differences: both methods on the same crops, plain and rescaled.
 rule paired_difference:
     input:
-        plain=lambda wc: metric_shards(METHODS),
-        rescaled=lambda wc: metric_shards(METHODS, r=wc.r),
+        plain=lambda wc: metric_shards(COMPARE),
+        rescaled=lambda wc: metric_shards(COMPARE, r=wc.r),
     output:
         "results/summary/paired-{r}.parquet",
     params:
         n_boot=config["summary"]["n_boot"],
         ci=config["summary"]["ci"],
         seed=SEED,
-        method_a="gradcampp",
-        method_b="deepliftshap",
+        method_a=COMPARE[0],
+        method_b=COMPARE[1],
     log:
         "logs/paired_difference/{r}.log",
     benchmark:

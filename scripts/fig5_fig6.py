@@ -10,9 +10,11 @@ def main(sm):
     summary = pd.read_parquet(sm.input.summary)
     reference = figures.load_reference(p.reference_json)
     if sm.rule == "fig5":
-        figures.fig5(summary, sm.output.pdf, sm.output.png, sm.output.table, reference=reference, **p.plot)
+        figures.fig5(summary, sm.output.pdf, sm.output.png, sm.output.table, reference=reference, methods=p.methods,
+                     **p.plot)
     else:
-        figures.fig6(summary, p.r, sm.output.pdf, sm.output.png, sm.output.table, reference=reference, **p.plot)
+        figures.fig6(summary, p.r, sm.output.pdf, sm.output.png, sm.output.table, reference=reference,
+                     methods=p.methods, **p.plot)
 
 
 run_script(snakemake, main)

@@ -451,3 +451,170 @@ def test_drawn_markers_and_bars_are_the_input_numbers(tmp_path, monkeypatch, fig
             near = np.abs(bars[:, 0] - row.layer) < 0.5
             hit = np.isclose(bars[near, 1], row.ci_low, rtol=1e-12) & np.isclose(bars[near, 2], row.ci_high, rtol=1e-12)
             assert hit.sum() == 1, (metric, row)
+
+
+# ------------------------------------------------------------------------------------ many methods
+
+MANY = ("deepliftshap", "liftcam", "gradcampp", "hirescam", "eigencam", "ablationcam", "newcam")  # 5 families
+
+
+def _drawn_figure(monkeypatch):
+    from matplotlib.figure import Figure
+
+    drawn = []
+    savefig = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (drawn.append(self), savefig(self, *a, **k))[1])
+    return drawn
+
+
+@pytest.mark.parametrize("fig", ["fig5", "fig6"])
+def test_many_methods_small_multiples_by_family(tmp_path, monkeypatch, fig):
+    """More than FEW_METHODS methods: one panel per (metric, family); each panel draws exactly its family's
+    methods (told apart by colour), one marker at each mean and one bar per CI."""
+    from matplotlib.colors import to_rgba
+
+    from layersweep.figures import panels
+
+    drawn = _drawn_figure(monkeypatch)
+    summary = _summary(methods=MANY)
+    outs = _outs(tmp_path, fig)
+    if fig == "fig5":
+        figures.fig5(summary, *outs, demo=False, dpi=DPI)
+        expected, metrics = summary[summary["rescale_r"].isna()], figures.FIG5_METRICS
+    else:
+        figures.fig6(summary, 0.3, *outs, demo=False, dpi=DPI)
+        expected, metrics = summary[summary["rescale_r"].notna()], ("ad", "ic")
+    assert len(MANY) > panels.FEW_METHODS
+    groups = style.families(MANY)
+    assert list(groups) == ["DeepLift", "gradient CAM", "activation (PCA) CAM", "perturbation", "other"]
+    colours = {m: to_rgba(c) for m, c in style.method_colours(MANY).items()}
+    assert len(set(colours.values())) == len(MANY)
+    panels_by_title = {ax.get_title(): ax for ax in drawn[0].axes if ax.get_title()}
+    assert len(panels_by_title) == len(metrics) * len(groups)
+    for metric in metrics:
+        for family, members in groups.items():
+            ax = panels_by_title[f"{figures.METRICS[metric][0]}  ({style.better_direction(metric)})\n{family}"]
+            (points, bars), = _drawn_points_and_bars(_FakeFig([ax])).values()
+            rows = expected[(expected["metric"] == metric) & expected["method"].isin(members)]
+            assert len(points) == len(bars) == len(rows) == 21 * len(members)
+            scatter_colours = {tuple(to_rgba(c)) for coll in ax.collections if hasattr(coll, "get_offsets")
+                               and len(coll.get_offsets()) for c in coll.get_facecolors()}
+            assert scatter_colours == {colours[m] for m in members}
+            for row in rows.itertuples():
+                near = np.abs(points[:, 0] - row.layer) < 0.5
+                assert np.isclose(points[near, 1], row.mean, rtol=1e-12, atol=0).sum() == 1
+
+
+class _FakeFig:
+    def __init__(self, axes):
+        self.axes = axes
+
+
+def test_fig5_draws_only_the_chosen_methods(tmp_path):
+    summary = _summary(methods=MANY)
+    pdf, png, csv = _outs(tmp_path, "fig5")
+    figures.fig5(summary, pdf, png, csv, demo=False, dpi=DPI, methods=["hirescam", "ablationcam"])
+    got = _assert_files(pdf, png, csv)
+    expected = summary[summary["rescale_r"].isna() & summary["method"].isin(["hirescam", "ablationcam"])]
+    _assert_same_numbers(got, expected, ["method", "layer", "metric"], FIG5_COLS)
+
+
+def test_fig5_unknown_chosen_method_writes_nothing(tmp_path):
+    with pytest.raises(LayersweepError, match="no rows for method 'shapcam' .*figures.methods"):
+        figures.fig5(_summary(), *_outs(tmp_path, "fig5"), demo=False, dpi=DPI, methods=["gradcampp", "shapcam"])
+    assert _no_files(tmp_path) == []
+
+
+def test_fig7_any_configured_pair(tmp_path):
+    paired = _paired(method_a="layercam", method_b="scorecam")
+    pdf, png, csv = _outs(tmp_path, "fig7")
+    figures.fig7(paired, 0.3, pdf, png, csv, demo=False, dpi=DPI, method_a="scorecam", method_b="layercam")
+    got = _assert_files(pdf, png, csv)
+    expected = pd.DataFrame(dict(metric=paired["metric"], layer=paired["layer"],
+                                 rescaled=paired["rescale_r"].notna(), mean=-paired["mean"],
+                                 ci_low=-paired["ci_high"], ci_high=-paired["ci_low"], n=paired["n"]))
+    _assert_same_numbers(got, expected, FIG7_KEYS, ["mean", "ci_low", "ci_high", "n"])
+
+
+def test_config_figure_methods_and_compare():
+    from layersweep.config import compare_pair, figure_methods
+
+    cfg = {"attribution": {"methods": ["deepliftshap", "gradcampp", "gradcam"]},
+           "figures": {"methods": "all", "compare": ["gradcampp", "deepliftshap"]}}
+    assert figure_methods(cfg) == ["deepliftshap", "gradcampp", "gradcam"]
+    assert compare_pair(cfg) == ("gradcampp", "deepliftshap")
+    cfg["figures"].update(methods=["gradcam"], compare=["gradcam", "gradcampp"])
+    assert figure_methods(cfg) == ["gradcam"] and compare_pair(cfg) == ("gradcam", "gradcampp")
+    cfg["figures"].update(methods=["scorecam"])
+    with pytest.raises(LayersweepError, match="'figures.methods' names 'scorecam'"):
+        figure_methods(cfg)
+    cfg["figures"].update(compare=["gradcampp", "shapcam"])
+    with pytest.raises(LayersweepError, match="'figures.compare' names 'shapcam', which is not in"):
+        compare_pair(cfg)
+
+
+# ------------------------------------------------------------------------------------------- atlas
+
+def _atlas_inputs(seed=5):
+    rng = np.random.default_rng(seed)
+    n, s = 2, 32
+    crops = rng.integers(0, 256, (n, s, s, 3), dtype=np.uint8)
+    sides = {0: 32, 1: 32, 2: 16, 10: 4, 20: 1, -1: 32}
+    maps = {"deepliftshap": {l: rng.normal(size=(n, h, h)) for l, h in sides.items()},
+            "gradcampp": {l: rng.uniform(0, 2, size=(n, h, h)) for l, h in sides.items() if l != -1},
+            "scorecam": {20: np.zeros((n, 1, 1)), 10: rng.uniform(size=(n, 4, 4))}}
+    return crops, ["000005_0", "000009_2"], maps
+
+
+def test_atlas_draws_every_map_over_its_crop(tmp_path, monkeypatch, specs):
+    from matplotlib.image import AxesImage
+
+    from layersweep.figures.style import upsample
+
+    drawn = _drawn_figure(monkeypatch)
+    crops, ids, maps = _atlas_inputs()
+    pdf, png, csv = _outs(tmp_path, "atlas")
+    figures.atlas(crops, ids, maps, pdf, png, csv, demo=True, dpi=DPI, specs=specs, labels=["cat", "dog"])
+    got = _assert_files(pdf, png, csv)
+    got["crop_id"] = got["crop_id"].astype(str)
+    # CSV: one row per given map, by explicit loops
+    rows = []
+    for i, cid in enumerate(ids):
+        for method, per_layer in maps.items():
+            for layer, m in per_layer.items():
+                rows.append(dict(crop_id=cid, method=method, layer=layer, map_h=m.shape[1], map_w=m.shape[2],
+                                 min=m[i].min(), max=m[i].max(), sum=m[i].sum(), abs_max=np.abs(m[i]).max()))
+    expected = pd.DataFrame(rows)
+    _assert_same_numbers(got, expected, ["crop_id", "method", "layer"], ["map_h", "map_w", "min", "max", "sum",
+                                                                        "abs_max"])
+    assert set(got.loc[got["layer"] == -1, "name"]) == {"input"}
+    # The grid: each (crop, method, layer) cell shows the grey crop and that map, bilinear to 32 x 32, on a
+    # scale centred at 0 with limit max |map|; cells of missing layers draw no image.
+    cells = {ax.get_label(): ax for ax in drawn[0].axes if ax.get_label().count("|") == 2}
+    assert len(cells) == len(rows)
+    for i, cid in enumerate(ids):
+        gray = crops[i].astype(float) / 255.0 @ np.array([0.299, 0.587, 0.114])
+        for method, per_layer in maps.items():
+            for layer, m in per_layer.items():
+                images = [a for a in cells[f"{cid}|{method}|{layer}"].get_children() if isinstance(a, AxesImage)]
+                assert len(images) == 2
+                np.testing.assert_allclose(images[0].get_array(), gray, rtol=1e-12)
+                up = upsample(m[i], (32, 32))
+                np.testing.assert_array_equal(images[1].get_array(), up)
+                lim = np.abs(up).max() or 1.0
+                assert images[1].get_clim() == (-lim, lim)
+    missing = [ax for ax in drawn[0].axes if any(t.get_text() == "not\ncomputed" for t in ax.texts)]
+    n_layers = len({l for per in maps.values() for l in per})
+    assert len(missing) == len(ids) * (len(maps) * n_layers) - len(rows)
+
+
+def test_atlas_rejects_bad_maps_and_writes_nothing(tmp_path, specs):
+    crops, ids, maps = _atlas_inputs()
+    maps["gradcampp"][2] = maps["gradcampp"][2][:1]
+    with pytest.raises(LayersweepError, match="method 'gradcampp' at features.2"):
+        figures.atlas(crops, ids, maps, *_outs(tmp_path, "atlas"), demo=False, dpi=DPI, specs=specs)
+    crops, ids, maps = _atlas_inputs()
+    maps["gradcampp"][21] = maps["gradcampp"][20]
+    with pytest.raises(LayersweepError, match="layer 21"):
+        figures.atlas(crops, ids, maps, *_outs(tmp_path, "atlas"), demo=False, dpi=DPI, specs=specs)
+    assert _no_files(tmp_path) == []

@@ -102,6 +102,15 @@ def test_full_demo_outputs(demo_run):
     merged = fig5.merge(plain, on=["method", "layer", "metric"], suffixes=("_fig", ""))
     assert len(merged) == len(plain)
     assert (merged["mean_fig"] - merged["mean"]).abs().max() < 1e-9
+    # the atlas: every method at every layer for the 2 example crops, its numbers those of the shards
+    for ext in ("pdf", "png"):
+        assert (work / "figures" / f"atlas.{ext}").stat().st_size > 1000
+    atlas = pd.read_csv(work / "figures" / "tables" / "atlas.csv", dtype={"crop_id": str})
+    assert len(atlas) == 2 * 2 * 21 and set(atlas["layer"]) == set(range(21))
+    shard = np.load(work / "results" / "attributions" / "gradcampp" / "shard-0.npz")
+    for row in atlas[atlas["method"] == "gradcampp"].itertuples():
+        m = shard[f"map_{row.layer}"][list(shard["crop_id"]).index(row.crop_id)]
+        assert m.shape == (row.map_h, row.map_w) and np.isclose(m.sum(dtype=float), row.sum, rtol=1e-9)
 
 
 def test_touching_nothing_plans_nothing(demo_run):
@@ -131,8 +140,21 @@ def test_adding_a_method_plans_only_its_shards_and_the_summaries(demo_run):
     work = demo_run["work"]
     cfg = with_config(work, "method", lambda c: c["attribution"]["methods"].append("gradcam"))
     jobs = planned_jobs(snakemake(work, "-n", "--configfile", cfg))
+    # fig7 compares figures.compare's pair only: a new method leaves it (and its paired differences) alone
     assert jobs == {"attribution": 2, "metrics": 2, "metrics_rescaled": 2, "summary_plain": 1,
-                    "summary_rescaled": 1, "paired_difference": 1, "summary": 1, "fig5": 1, "fig6": 1, "fig7": 1}
+                    "summary_rescaled": 1, "summary": 1, "fig5": 1, "fig6": 1, "atlas": 1}
+
+
+def test_figure_method_options_plan_only_their_figures(demo_run):
+    work = demo_run["work"]
+    cfg = with_config(work, "fig_methods", lambda c: c["figures"].update(methods=["gradcampp"]))
+    assert planned_jobs(snakemake(work, "-n", "--configfile", cfg)) == {"fig5": 1, "fig6": 1}
+    cfg = with_config(work, "compare", lambda c: c["figures"].update(compare=["deepliftshap", "gradcampp"]))
+    assert planned_jobs(snakemake(work, "-n", "--configfile", cfg)) == {"paired_difference": 1, "fig7": 1}
+    cfg = with_config(work, "bad_compare", lambda c: c["figures"].update(compare=["gradcampp", "layercam"]))
+    proc = snakemake(work, "-n", "--configfile", cfg, check=False)
+    assert proc.returncode != 0
+    assert "config key 'figures.compare' names 'layercam', which is not in 'attribution.methods'" in proc.stderr
 
 
 def test_more_images_adds_only_new_shards(demo_run):

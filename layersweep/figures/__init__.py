@@ -7,8 +7,9 @@ then writes its files atomically (`style.write_outputs`) and returns the DataFra
 
 Shared pieces: `style` (labels, markers, colours of every method, the demo stamp, file writing), `inputs`
 (checked selection of the summary tables), `reference` (the report's own numbers), `panels` (the
-metric-against-layer panels of fig5/fig6).
+metric-against-layer panels of fig5/fig6: small multiples by method family when many).
 """
+from .atlas import atlas
 from .fig2 import fig2
 from .fig3 import fig3
 from .fig4 import fig4
@@ -19,6 +20,6 @@ from .inputs import FIG5_METRICS, RESCALED_METRICS, vgg11_specs
 from .reference import REFERENCE_R, SHAPCAM_VOC, load_reference
 from .style import DEMO_STAMP, METHOD_LABELS, METRICS, method_label
 
-__all__ = ["fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "load_reference", "method_label", "vgg11_specs",
+__all__ = ["atlas", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "load_reference", "method_label", "vgg11_specs",
            "DEMO_STAMP", "METHOD_LABELS", "METRICS", "FIG5_METRICS", "RESCALED_METRICS", "REFERENCE_R",
            "SHAPCAM_VOC"]

@@ -66,9 +66,25 @@ def check_layers(layers, spec_map, what: str) -> None:
                               f"{len(spec_map)} layers (0..{max(spec_map)}).")
 
 
-def select_summary(summary, metrics, r, spec_map) -> pd.DataFrame:
-    """The summary rows one figure plots; every (method, layer) must have every metric, once."""
+def select_methods(table, methods, what: str) -> pd.DataFrame:
+    """The rows of `methods` (None: every method in the table); a method without rows is an error."""
+    if methods is None:
+        return table
+    methods = list(methods)
+    if not methods:
+        raise LayersweepError(f"no methods to draw from the {what} (config key 'figures.methods').")
+    present = set(table["method"])
+    for method in methods:
+        if method not in present:
+            raise LayersweepError(f"the {what} has no rows for method {method!r} (config key 'figures.methods').")
+    return table[table["method"].isin(methods)]
+
+
+def select_summary(summary, metrics, r, spec_map, methods=None) -> pd.DataFrame:
+    """The summary rows one figure plots (of `methods`, None = all); every (method, layer) must have every
+    metric, once."""
     require_columns(summary, SUMMARY_COLUMNS, "summary table")
+    summary = select_methods(summary, methods, "summary table")
     unknown = sorted(set(summary["metric"]) - set(METRICS))
     if unknown:
         raise LayersweepError(f"the summary table has the unknown metric {unknown[0]!r}; "

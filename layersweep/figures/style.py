@@ -111,8 +111,10 @@ def demo_stamp(fig: Figure) -> None:
              bbox=dict(boxstyle="round,pad=0.3", facecolor="white", edgecolor="red", alpha=0.55))
 
 
-def new_figure(figsize, demo: bool) -> Figure:
-    fig = Figure(figsize=figsize, layout="constrained")
+def new_figure(figsize, demo: bool, layout: str | None = "constrained") -> Figure:
+    """A pyplot-free figure on the Agg canvas. layout None: the caller places the axes (a large grid, where
+    constrained layout would take minutes)."""
+    fig = Figure(figsize=figsize, layout=layout)
     FigureCanvasAgg(fig)
     if demo:
         demo_stamp(fig)
