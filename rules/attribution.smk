@@ -29,9 +29,36 @@ rule attribution:
     threads: 4
     resources:
         mem_mb=attribution_mem_mb,
-        runtime=shard_runtime(minutes_per_crop=0.5),
+        runtime=attribution_runtime,
         gpu=HEAVY_GPU,
     conda:
         ENV
     script:
         "../scripts/attribution.py"
+
+
+# What the configured study will cost, per method and layer, before running it: forward/backward equivalents
+# from the layer facts (layersweep.cost) turned into seconds by a few timed passes on the configured device.
+rule cost:
+    input:
+        index="results/data/test.parquet" if DATA["n_images"] == "all" else [],
+    output:
+        "results/cost.tsv",
+    params:
+        methods=METHODS,
+        attribution=canonical(ATTR),
+        model={"arch": MODEL.get("arch", "vgg11")},
+        crop_size=DATA["crop_size"],
+        n_images=DATA["n_images"],
+        device=config["device"],
+    log:
+        "logs/cost.log",
+    threads: 4
+    resources:
+        mem_mb=lambda wildcards, attempt: attribution_mem_mb(wildcards, attempt),
+        runtime=grows(10),
+        gpu=HEAVY_GPU,
+    conda:
+        ENV
+    script:
+        "../scripts/cost.py"

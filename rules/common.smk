@@ -116,8 +116,17 @@ def _pixels_factor():
 
 
 def attribution_mem_mb(wildcards, attempt):
-    # ~150 MB of activations and gradients per (crop, baseline) pair at 224 px, plus the model
-    return int((1500 + 150 * ATTR["max_pairs"] * _pixels_factor()) * attempt)
+    # the cost model: the model's parameters plus the rows the method's pass holds at once (layersweep.cost)
+    from layersweep.cost import attribution_memory_mb
+
+    return attribution_memory_mb(getattr(wildcards, "method", "deepliftshap"), config) * attempt
+
+
+def attribution_runtime(wildcards, attempt):
+    # the cost model's forecast for one shard of this method at the assumed throughput, doubled, + 10 min
+    from layersweep.cost import attribution_runtime_min
+
+    return attribution_runtime_min(wildcards.method, config, DATA["shard_size"]) * attempt
 
 
 def scoring_mem_mb(wildcards, attempt):

@@ -157,6 +157,11 @@ def test_figure_method_options_plan_only_their_figures(demo_run):
     assert "config key 'figures.compare' names 'layercam', which is not in 'attribution.methods'" in proc.stderr
 
 
+def test_cost_target_plans_only_itself(demo_run):
+    assert planned_jobs(snakemake(demo_run["work"], "-n", "results/cost.tsv", "--configfile", "config/demo.yaml")) \
+        == {"cost": 1}
+
+
 def test_more_images_adds_only_new_shards(demo_run):
     work = demo_run["work"]
     cfg = with_config(work, "more", lambda c: c["data"].update(n_images=18))  # 2 shards of 6 -> 3

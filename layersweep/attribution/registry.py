@@ -45,14 +45,21 @@ class Method:
     # gradient pass: u(logits (B, K), targets (B,)) -> (B,), the per-image utility whose gradient seeds the
     # backward (ReST, FinerCAM's weighted target); None = the target logit
     utility: Callable | None = None
+    # cost(facts: cost.LayerFacts, options: dict) -> cost.Work: full-network forward/backward equivalents per
+    # crop at one layer, beyond the shared pass. None: the pass kind's default (cost.DEFAULT_LAYER_COST).
+    cost: Callable | None = None
 
 
 _REGISTRY: dict[str, Method] = {}
 
 
 def register(name: str, pass_kind: str, reference: str = "", *, layer_kinds=None, weights: bool = False,
-             utility: Callable | None = None):
-    """Decorator: `@register("gradcampp", "gradient", "pytorch_grad_cam.GradCAMPlusPlus", weights=True)`."""
+             utility: Callable | None = None, cost: Callable | None = None):
+    """Decorator: `@register("gradcampp", "gradient", "pytorch_grad_cam.GradCAMPlusPlus", weights=True)`.
+
+    `cost`: the method's work per crop at one layer (see layersweep.cost); perturbation methods declare it,
+    e.g. `cost=cost.tail_per_channel`.
+    """
     if pass_kind not in PASSES:
         raise ValueError(f"pass {pass_kind!r} of method {name!r} is not one of {PASSES}")
     if layer_kinds is not None:
@@ -64,7 +71,7 @@ def register(name: str, pass_kind: str, reference: str = "", *, layer_kinds=None
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"attribution method {name!r} is registered twice")
         _REGISTRY[name] = Method(name, pass_kind, fn, reference, layer_kinds=layer_kinds, weights=weights,
-                                 utility=utility)
+                                 utility=utility, cost=cost)
         return fn
 
     return deco

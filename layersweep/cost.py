@@ -1,0 +1,422 @@
+"""What an attribution run will cost, before it runs.
+
+Unit: full-network equivalents per crop. `Work(forwards, backwards)`: a forward of the network after layer l
+counts its tail share (MACs after l / all MACs), a full forward counts 1; a backward from the logits down to
+layer l counts the tail share of l in units of one full backward.
+
+- `network_facts(model, crop_size, layers)` reads the layer facts from the model's ops (build_ops) by shape
+  propagation on the meta device (no weights, no compute): C, H x W, MACs and tail share of every layer of
+  `model.features`, its group (a conv and the ReLU / MaxPool / BatchNorm after it), and which configured
+  layers reuse the perturbations of an earlier configured layer of their group.
+- A method's cost = its pass's cost (`pass_work`: the shared forward / backward every shard pays per crop)
+  plus the sum over its layers of `method.cost(facts, options)` (the registry's `cost` field; a method that
+  declares none gets its pass kind's default, `DEFAULT_LAYER_COST`).
+- `measure_seconds` times a few forwards and backwards of the model on the device, per crop, at the crop
+  size; `Seconds.of(work)` turns work into seconds. `ASSUMED_GMAC_PER_S` stands in for a measurement where
+  none can be made (the rules' SLURM `runtime`, planned before any job runs).
+"""
+from __future__ import annotations
+
+import functools
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .errors import LayersweepError
+
+# Throughput assumed for resource requests: 2-core CPU measured here (VGG11 at 224 px, batch 4: see README);
+# CUDA: an assumed sustained 15 TMAC/s in float32 (METHODS.md §6: ~2,000 VGG11 forwards/s).
+ASSUMED_GMAC_PER_S = {"cpu": 85.0, "cuda": 15000.0}
+ASSUMED_BACKWARD_PER_FORWARD = 2.0  # a backward to the activations ~ twice a forward (measured ~1.7-2.3 on CPU)
+BYTES_PER_FLOAT = 4
+
+
+@dataclass(frozen=True)
+class Work:
+    """Full-network forward and backward equivalents (per crop unless said otherwise)."""
+    forwards: float = 0.0
+    backwards: float = 0.0
+
+    def __add__(self, other: "Work") -> "Work":
+        return Work(self.forwards + other.forwards, self.backwards + other.backwards)
+
+    def __mul__(self, k: float) -> "Work":
+        return Work(self.forwards * k, self.backwards * k)
+
+    __rmul__ = __mul__
+
+
+ZERO = Work()
+
+
+@dataclass(frozen=True)
+class LayerFacts:
+    index: int              # position in model.features
+    name: str               # features.{index}
+    kind: str               # op kind: conv | relu | maxpool | (others MODELS adds, e.g. batchnorm)
+    channels: int           # C of the layer's output
+    height: int
+    width: int
+    macs: int               # multiply-accumulates of this op, per crop
+    tail_share: float       # MACs after this layer / MACs of the whole network
+    group: int              # index of the conv that opens this layer's group
+    shares_channels: bool   # a configured layer before it in its group already ran the channel perturbations
+    shares_positions: bool  # ... and one with the same H x W already ran the position perturbations
+
+    @property
+    def positions(self) -> int:
+        return self.height * self.width
+
+
+@dataclass(frozen=True)
+class NetworkFacts:
+    crop_size: int
+    total_macs: int                      # per crop, features + head
+    layers: tuple[LayerFacts, ...]       # every layer of model.features, in order
+    activation_floats: int               # every op's output, per crop (peak-memory estimates)
+    parameters: int
+
+    def layer(self, index: int) -> LayerFacts:
+        return self.layers[index]
+
+    def tail_before(self, index: int) -> float:
+        """Share of the network from layer `index` on (its own op included); -1 (the input) = 1."""
+        return 1.0 if index <= 0 else self.layers[index - 1].tail_share
+
+
+def _macs(op, out: torch.Tensor) -> int:
+    m = op.module
+    if op.kind == "conv":
+        kh, kw = m.kernel_size
+        return int(out[0].numel() * (m.in_channels // m.groups) * kh * kw)
+    if op.kind == "linear":
+        return int(m.in_features * m.out_features)
+    return 0
+
+
+def network_facts(model: nn.Module, crop_size: int, layers=None) -> NetworkFacts:
+    """Layer facts of a torchvision-VGG-shaped `model` (any device, meta included) for (1, 3, S, S) inputs.
+
+    `layers`: the configured layer indices (None = all); they decide which layers share perturbations.
+    """
+    from .attribution.network import build_ops, forward_op
+
+    ops, n_features = build_ops(model)
+    param = next(model.parameters())
+    # On the meta device this is shape arithmetic only; a model with real weights runs one crop of zeros.
+    h = torch.zeros((1, 3, int(crop_size), int(crop_size)), device=param.device, dtype=param.dtype)
+    shapes, macs, floats = [], [], 0
+    for op in ops:
+        try:
+            with torch.no_grad():
+                h = forward_op(op, h)
+        except RuntimeError as exc:  # a crop too small for the network's pools
+            raise LayersweepError(f"the model cannot run on {crop_size}-pixel crops ({op.name}: {exc}); "
+                                  "check config key 'data.crop_size'.") from None
+        shapes.append(tuple(h.shape))
+        macs.append(_macs(op, h))
+        floats += h[0].numel()
+    total = sum(macs)
+    chosen = set(range(n_features)) if layers is None else {int(l) for l in layers if int(l) >= 0}
+    out, group, seen_channels, seen_grids = [], 0, set(), set()
+    for i in range(n_features):
+        if ops[i].kind == "conv":
+            group = i
+        c, hh, ww = shapes[i][1:]
+        tail = sum(macs[i + 1:]) / total
+        shares_c = i in chosen and group in seen_channels
+        shares_p = i in chosen and (group, hh, ww) in seen_grids
+        if i in chosen:
+            seen_channels.add(group)
+            seen_grids.add((group, hh, ww))
+        out.append(LayerFacts(i, ops[i].name, ops[i].kind, int(c), int(hh), int(ww), macs[i], tail, group,
+                              shares_c, shares_p))
+    params = sum(p.numel() for p in model.parameters())
+    return NetworkFacts(int(crop_size), total, tuple(out), int(floats), int(params))
+
+
+def _vgg_builder(arch: str):
+    import torchvision
+
+    builder = getattr(torchvision.models, str(arch), None)
+    if builder is None or not str(arch).startswith("vgg"):
+        raise LayersweepError(f"config key 'model.arch' is {arch!r}; the cost model knows torchvision's VGGs.")
+    return builder
+
+
+@functools.lru_cache(maxsize=8)
+def _arch_facts(arch: str, n_classes: int, crop_size: int, layers: tuple | None) -> NetworkFacts:
+    builder = _vgg_builder(arch)
+    with torch.device("meta"):  # parameters without storage: facts in milliseconds
+        model = builder(weights=None, num_classes=n_classes)
+    return network_facts(model, crop_size, layers)
+
+
+def config_facts(config: dict, layers=None) -> NetworkFacts:
+    """Facts of the configured model (arch, default vgg11; 20 classes) at `data.crop_size`."""
+    from .model import N_CLASSES
+
+    arch = config.get("model", {}).get("arch", "vgg11")
+    key = None if layers is None else tuple(sorted(int(l) for l in layers))
+    return _arch_facts(arch, N_CLASSES, int(config["data"]["crop_size"]), key)
+
+
+# ------------------------------------------------------------------------------- per-layer costs
+
+def no_layer_cost(facts: LayerFacts, options: dict) -> Work:
+    """The shared pass already gives every layer (a gradient or DeepLift map per layer costs ~nothing)."""
+    return ZERO
+
+
+def grouped_deeplift_backward(facts: LayerFacts, options: dict) -> Work:
+    """Zero-reference DeepLift (LIFT-CAM): one backward per conv group, for the input and the reference
+    halves, down to the group's first configured layer."""
+    return ZERO if facts.shares_channels else Work(backwards=2 * facts.tail_share)
+
+
+def tail_per_channel(facts: LayerFacts, options: dict) -> Work:
+    """One tail forward per channel (AblationCAM), shared by the layers of a group."""
+    return ZERO if facts.shares_channels else Work(forwards=facts.channels * facts.tail_share)
+
+
+def tail_per_channel_ordering(facts: LayerFacts, options: dict) -> Work:
+    """SHAP-CAM|Pi|: `orderings` x C prefix coalitions + the empty one, shared by the layers of a group."""
+    if facts.shares_channels:
+        return ZERO
+    return Work(forwards=(_count(options, "orderings") * facts.channels + 1) * facts.tail_share)
+
+
+def tail_per_position_permutation(facts: LayerFacts, options: dict) -> Work:
+    """Shap-CAM: `permutations` x H*W prefix coalitions + the empty one; layers of a group with the same grid
+    (conv and its ReLU) share them."""
+    if facts.shares_positions:
+        return ZERO
+    return Work(forwards=(_count(options, "permutations") * facts.positions + 1) * facts.tail_share)
+
+
+def full_per_channel(facts: LayerFacts, options: dict) -> Work:
+    """ScoreCAM: one full forward per channel's masked input (no sharing: each layer has its own masks)."""
+    return Work(forwards=float(facts.channels))
+
+
+def _count(options: dict, key: str) -> int:
+    if key not in options:
+        raise LayersweepError(f"the cost model needs the option '{key}' of this method "
+                              f"(config key 'attribution.options.<method>.{key}').")
+    return int(options[key])
+
+
+# A method that declares no `cost` gets its pass kind's: gradient and DeepLift maps come with the shared pass;
+# a perturbation method is assumed to run one tail forward per channel of each group (say so in its file).
+DEFAULT_LAYER_COST = {
+    "gradient": no_layer_cost,
+    "deeplift": no_layer_cost,
+    "deeplift0": grouped_deeplift_backward,
+    "perturb": tail_per_channel,
+}
+
+
+def method_layer_cost(method):
+    fn = getattr(method, "cost", None)
+    if fn is not None:
+        return fn
+    if method.pass_kind not in DEFAULT_LAYER_COST:
+        raise LayersweepError(f"method {method.name!r} (pass {method.pass_kind!r}) declares no cost and its pass "
+                              "kind has no default; add `cost=` to its register call.")
+    return DEFAULT_LAYER_COST[method.pass_kind]
+
+
+def pass_work(pass_kind: str, facts: NetworkFacts, layers, attribution: dict) -> Work:
+    """The work every crop pays once for its method's pass, whatever the number of layers."""
+    lowest = min(layers)
+    down = facts.tail_before(lowest) if lowest >= 0 else 1.0
+    if pass_kind == "gradient":  # one forward, one backward down to the lowest layer
+        return Work(forwards=1.0, backwards=down)
+    if pass_kind == "deeplift":  # the crop, its baselines (forwarded once per batch if they fit), K backwards
+        k, batch, pairs = attribution["n_baselines"], attribution["batch_size"], attribution["max_pairs"]
+        baseline_forwards = k / batch if k <= pairs else float(k)
+        return Work(forwards=1.0 + baseline_forwards, backwards=k * down)
+    return Work(forwards=1.0)  # deeplift0, perturb, others: the shared forward; the rest is per layer
+
+
+# ------------------------------------------------------------------------------------------ seconds
+
+@dataclass(frozen=True)
+class Seconds:
+    forward: float   # one full forward, per crop
+    backward: float  # one full backward (to the input), per crop
+    source: str = "measured"
+
+    def of(self, work: Work) -> float:
+        return work.forwards * self.forward + work.backwards * self.backward
+
+
+def assumed_seconds(facts: NetworkFacts, device: str) -> Seconds:
+    """`device: auto` is assumed to be a CPU: a job sized for a GPU would be killed on a CPU node."""
+    kind = "cuda" if str(device).startswith("cuda") else "cpu"
+    fwd = facts.total_macs / (ASSUMED_GMAC_PER_S[kind] * 1e9)
+    return Seconds(fwd, ASSUMED_BACKWARD_PER_FORWARD * fwd, f"assumed {ASSUMED_GMAC_PER_S[kind]:g} GMAC/s ({kind})")
+
+
+def measure_seconds(model: nn.Module, crop_size: int, device, *, batch: int = 4, repeats: int = 3) -> Seconds:
+    """Median of `repeats` timed forwards (no grad) and forward + backward (to the input) of `batch` random
+    crops, after one warm-up, per crop. The backward is (forward + backward) minus forward."""
+    from .attribution.network import build_ops, forward_op
+
+    ops, _ = build_ops(model)
+    x = torch.randn(batch, 3, crop_size, crop_size, device=device)
+    target = torch.zeros(batch, dtype=torch.int64, device=device)
+
+    def sync():
+        if x.device.type == "cuda":
+            torch.cuda.synchronize(x.device)
+
+    def forward(h):
+        for op in ops:
+            h = forward_op(op, h)
+        return h
+
+    def timed(fn) -> float:
+        fn()  # warm-up: allocator, kernels
+        times = []
+        for _ in range(repeats):
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    def fwd_only():
+        with torch.no_grad():
+            forward(x)
+
+    def fwd_bwd():
+        xr = x.clone().requires_grad_(True)
+        with torch.enable_grad():
+            score = forward(xr).gather(1, target[:, None]).sum()
+            torch.autograd.grad(score, xr)
+
+    t_fwd = timed(fwd_only)
+    t_both = timed(fwd_bwd)
+    return Seconds(t_fwd / batch, max(t_both - t_fwd, 0.0) / batch,
+                   f"measured on {x.device}, batch {batch}, median of {repeats}")
+
+
+# ------------------------------------------------------------------------------------- a method's cost
+
+@dataclass
+class MethodCost:
+    method: str
+    pass_kind: str
+    pass_work: Work
+    per_layer: dict = field(default_factory=dict)  # layer index -> Work
+
+    @property
+    def total(self) -> Work:
+        out = self.pass_work
+        for w in self.per_layer.values():
+            out = out + w
+        return out
+
+
+def method_options(method, attribution: dict) -> dict:
+    """The method's option defaults (registry) overlaid with `attribution.options.<method>`."""
+    opts = dict(getattr(method, "options", None) or {})
+    opts.update((attribution.get("options") or {}).get(method.name, {}) or {})
+    return opts
+
+
+def method_layers(method, attribution: dict, n_features: int) -> list[int]:
+    from .layers import parse_layers
+
+    opts = (attribution.get("options") or {}).get(method.name, {}) or {}
+    key = f"attribution.options.{method.name}.layers" if "layers" in opts else "attribution.layers"
+    return parse_layers(opts.get("layers", attribution["layers"]), n_features, key=key)
+
+
+def method_cost(method, attribution: dict, config: dict) -> MethodCost:
+    """Per-crop cost of one method over its configured layers."""
+    from .attribution.registry import get_method
+
+    method = get_method(method) if isinstance(method, str) else method
+    n_features = len(config_facts(config).layers)
+    layers = method_layers(method, attribution, n_features)
+    facts = config_facts(config, layers)
+    options = method_options(method, attribution)
+    fn = method_layer_cost(method)
+    per_layer = {l: fn(facts.layer(l), options) for l in layers}
+    return MethodCost(method.name, method.pass_kind, pass_work(method.pass_kind, facts, layers, attribution),
+                      per_layer)
+
+
+# --------------------------------------------------------------------------------------- resources
+
+def attribution_memory_mb(method, config: dict) -> int:
+    """Peak memory of one attribution job: the model's parameters plus the rows a pass holds at once.
+
+    gradient: `batch_size` crops with activations and gradients (~3 floats per activation);
+    deeplift(0): `max_pairs` (crop, baseline) pairs with deltas and multipliers (~3 per activation);
+    perturb: `perturb_batch` (else `batch_size`) rows of activations without gradients (~2 per activation).
+    """
+    from .attribution.registry import get_method
+
+    method = get_method(method) if isinstance(method, str) else method
+    attribution = config["attribution"]
+    facts = config_facts(config)
+    act_mb = facts.activation_floats * BYTES_PER_FLOAT / 1e6
+    if method.pass_kind == "gradient":
+        rows, per_row = attribution["batch_size"], 3 * act_mb
+    elif method.pass_kind in ("deeplift", "deeplift0"):
+        rows, per_row = attribution["max_pairs"], 3 * act_mb
+    else:
+        rows, per_row = attribution.get("perturb_batch", attribution["batch_size"]), 2 * act_mb
+    params_mb = facts.parameters * BYTES_PER_FLOAT / 1e6
+    return int(math.ceil(1000 + params_mb + rows * per_row))
+
+
+def attribution_runtime_min(method, config: dict, n_crops: int) -> int:
+    """SLURM minutes for `n_crops` crops of one method: twice the forecast at the assumed throughput plus
+    10 minutes of start-up (loading the model, the shard, writing)."""
+    cost = method_cost(method, config["attribution"], config)
+    seconds = assumed_seconds(config_facts(config), config.get("device", "cpu")).of(cost.total)
+    return int(math.ceil(10 + 2 * n_crops * seconds / 60))
+
+
+# ------------------------------------------------------------------------------------- the cost table
+
+COST_COLUMNS = ("method", "pass_kind", "layer", "name", "forwards", "backwards", "seconds_per_crop", "n_crops",
+                "total_seconds", "total_hours")
+
+
+def cost_table(methods, config: dict, n_crops: int, seconds: Seconds):
+    """Per method: one row for its pass ('pass'), one per layer, one 'total'; work and seconds per crop, and
+    over the `n_crops` crops of the study."""
+    import pandas as pd
+
+    facts = config_facts(config)
+    rows = []
+    for name in methods:
+        mc = method_cost(name, config["attribution"], config)
+        parts = [("pass", "shared pass", mc.pass_work)]
+        parts += [(str(l), facts.layer(l).name, w) for l, w in mc.per_layer.items()]
+        parts += [("total", "all layers", mc.total)]
+        for layer, label, work in parts:
+            per_crop = seconds.of(work)
+            rows.append(dict(method=name, pass_kind=mc.pass_kind, layer=layer, name=label, forwards=work.forwards,
+                             backwards=work.backwards, seconds_per_crop=per_crop, n_crops=int(n_crops),
+                             total_seconds=per_crop * n_crops, total_hours=per_crop * n_crops / 3600))
+    return pd.DataFrame(rows, columns=list(COST_COLUMNS))
+
+
+def timing_model(config: dict, device) -> nn.Module:
+    """A randomly initialised model of the configured architecture on `device` (timing needs no weights)."""
+    from .model import N_CLASSES
+
+    builder = _vgg_builder(config.get("model", {}).get("arch", "vgg11"))
+    torch.manual_seed(0)
+    return builder(weights=None, num_classes=N_CLASSES).eval().to(device)

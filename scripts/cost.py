@@ -1,0 +1,30 @@
+import logging
+
+from layersweep.script_runner import run_script
+
+log = logging.getLogger("layersweep.cost")
+
+
+def main(sm):
+    import pandas as pd
+
+    from layersweep import cost
+    from layersweep.device import resolve_device
+    from layersweep.io import atomic_path
+
+    p = sm.params
+    config = {"data": {"crop_size": p.crop_size}, "model": p.model, "attribution": p.attribution, "device": p.device}
+    n_crops = p.n_images if p.n_images != "all" else len(pd.read_parquet(sm.input.index))
+    device = resolve_device(p.device)
+    seconds = cost.measure_seconds(cost.timing_model(config, device), p.crop_size, device)
+    table = cost.cost_table(p.methods, config, n_crops, seconds)
+    totals = table[table["layer"] == "total"].drop(columns=["layer", "name"])
+    log.info("one forward %.4f s, one backward %.4f s per %d-px crop (%s)", seconds.forward, seconds.backward,
+             p.crop_size, seconds.source)
+    log.info("projected cost of %d crops (per-layer rows in %s):\n%s", n_crops, sm.output[0],
+             totals.to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
+    with atomic_path(sm.output[0]) as tmp:
+        table.to_csv(tmp, sep="\t", index=False)
+
+
+run_script(snakemake, main)

@@ -1,0 +1,185 @@
+"""The cost model: layer facts against METHODS.md §6 (VGG11, 224 px), per-method totals against the same
+table, and the shared passes' forwards against the forwards the engine actually runs (counted)."""
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import nn
+
+from layersweep import cost
+from layersweep.attribution import attribute_layers, passes
+from layersweep.attribution.registry import get_method
+from layersweep.errors import LayersweepError
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+# METHODS.md §6, typed from the table: (C_l, H*W, tail share, C_l*tail, HW*tail)
+TABLE = [
+    (64, 224 ** 2, 0.989, 63.3, 49604), (64, 224 ** 2, 0.989, 63.3, 49604), (64, 112 ** 2, 0.989, 63.3, 12401),
+    (128, 112 ** 2, 0.867, 111.0, 10876), (128, 112 ** 2, 0.867, 111.0, 10876), (128, 56 ** 2, 0.867, 111.0, 2719),
+    (256, 56 ** 2, 0.745, 190.8, 2338), (256, 56 ** 2, 0.745, 190.8, 2338),
+    (256, 56 ** 2, 0.502, 128.6, 1575), (256, 56 ** 2, 0.502, 128.6, 1575), (256, 28 ** 2, 0.502, 128.6, 394),
+    (512, 28 ** 2, 0.381, 194.8, 298), (512, 28 ** 2, 0.381, 194.8, 298),
+    (512, 28 ** 2, 0.137, 70.3, 108), (512, 28 ** 2, 0.137, 70.3, 108), (512, 14 ** 2, 0.137, 70.3, 27),
+    (512, 14 ** 2, 0.077, 39.2, 15), (512, 14 ** 2, 0.077, 39.2, 15),
+    (512, 14 ** 2, 0.016, 8.1, 3.1), (512, 14 ** 2, 0.016, 8.1, 3.1), (512, 7 ** 2, 0.016, 8.1, 0.8),
+]
+KINDS = ["conv", "relu", "maxpool", "conv", "relu", "maxpool", "conv", "relu", "conv", "relu", "maxpool",
+         "conv", "relu", "conv", "relu", "maxpool", "conv", "relu", "conv", "relu", "maxpool"]
+CONFIG = {"data": {"crop_size": 224}, "model": {}, "device": "cpu",
+          "attribution": {"layers": "all", "n_baselines": 8, "batch_size": 16, "max_pairs": 64}}
+
+
+@pytest.fixture(scope="module")
+def vgg11():
+    return cost.config_facts(CONFIG)
+
+
+def test_vgg11_layer_facts_match_the_methods_table(vgg11):
+    assert vgg11.total_macs / 1e9 == pytest.approx(7.605, abs=5e-4)  # "total 7.605 GMAC per forward"
+    head = vgg11.total_macs * vgg11.layers[-1].tail_share
+    assert head / 1e9 == pytest.approx(0.120, abs=5e-4)  # "head 0.120 GMAC with 20 classes"
+    assert [f.kind for f in vgg11.layers] == KINDS
+    for f, (c, hw, tail, c_tail, hw_tail) in zip(vgg11.layers, TABLE, strict=True):
+        assert (f.channels, f.positions) == (c, hw), f.name
+        assert round(f.tail_share, 3) == tail, f.name
+        assert round(f.channels * f.tail_share, 1) == c_tail, f.name
+        assert f.positions * f.tail_share == pytest.approx(hw_tail, abs=0.55 if hw_tail > 10 else 0.05), f.name
+    # the Σ row
+    assert sum(f.channels for f in vgg11.layers) == 6976
+    assert sum(f.positions for f in vgg11.layers) == 158613
+    assert round(sum(f.tail_share for f in vgg11.layers), 2) == 9.94
+    assert round(sum(f.channels * f.tail_share for f in vgg11.layers)) == 1993
+    assert round(sum(f.positions * f.tail_share for f in vgg11.layers)) == 145173
+    # groups: a conv and what follows it up to the next conv
+    assert [f.group for f in vgg11.layers] == [0, 0, 0, 3, 3, 3, 6, 6, 8, 8, 8, 11, 11, 13, 13, 13, 16, 16, 18, 18, 18]
+
+
+def _total(fn, facts, options=None, layers=None):
+    layers = range(len(facts.layers)) if layers is None else layers
+    return sum((fn(facts.layer(l), options or {}) for l in layers), cost.ZERO)
+
+
+def test_perturbation_costs_match_the_methods_table(vgg11):
+    """METHODS.md §6, per image over the 21 layers, in forward equivalents."""
+    # AblationCAM: 806 grouped (2,752 tail evaluations), 1,993 if every layer ran its own
+    assert round(_total(cost.tail_per_channel, vgg11).forwards) == 806
+    alone = [cost.config_facts(CONFIG, [l]).layer(l) for l in range(21)]
+    assert round(sum(cost.tail_per_channel(f, {}).forwards for f in alone)) == 1993
+    # SHAP-CAM|Π|: 806·|Π| plus the 8 groups' empty coalitions
+    groups = {f.group for f in vgg11.layers}
+    for n in (1, 10):
+        got = _total(cost.tail_per_channel_ordering, vgg11, {"orderings": n}).forwards
+        assert got == pytest.approx(n * 806.1 + sum(vgg11.layer(g).tail_share for g in groups), rel=2e-4)
+    # Shap-CAM: 80,359·K with conv/ReLU sharing; layers 15-20 only: 45.8·K
+    k = 3
+    got = _total(cost.tail_per_position_permutation, vgg11, {"permutations": k}).forwards
+    assert got / k == pytest.approx(80359, rel=2e-4)
+    top = cost.config_facts(CONFIG, range(15, 21))
+    got = _total(cost.tail_per_position_permutation, top, {"permutations": 100}, range(15, 21)).forwards
+    assert round(got / 100, 1) == 45.8
+    # ScoreCAM: 6,976 full forwards
+    assert _total(cost.full_per_channel, vgg11).forwards == 6976
+    # LIFT-CAM: 8 grouped backwards, tail shares summing to 3.71, for both halves
+    assert _total(cost.grouped_deeplift_backward, vgg11).backwards == pytest.approx(2 * 3.71, abs=0.01)
+
+
+def test_gradient_and_deeplift_method_costs():
+    grad = cost.method_cost("gradcampp", CONFIG["attribution"], CONFIG)
+    assert grad.total == cost.Work(forwards=1.0, backwards=1.0)  # backward down to features.0
+    top = dict(CONFIG["attribution"], layers=[18, 20])
+    grad = cost.method_cost("gradcampp", top, CONFIG)
+    assert grad.total.backwards == pytest.approx(0.077, abs=5e-4)  # down to features.18: the tail after 17
+    dls = cost.method_cost("deepliftshap", CONFIG["attribution"], CONFIG)
+    assert dls.total == cost.Work(forwards=1 + 8 / 16, backwards=8.0)
+
+
+def test_missing_cost_gets_the_pass_default_and_a_missing_option_is_one_sentence(vgg11):
+    @dataclass(frozen=True)
+    class Fake:
+        name: str = "newperturb"
+        pass_kind: str = "perturb"
+        cost: object = None
+
+    assert cost.method_layer_cost(Fake()) is cost.tail_per_channel
+    assert cost.method_layer_cost(get_method("gradcam")) is cost.no_layer_cost
+    with pytest.raises(LayersweepError, match="no cost"):
+        cost.method_layer_cost(Fake(pass_kind="unheard"))
+    with pytest.raises(LayersweepError, match="'attribution.options.<method>.orderings'"):
+        cost.tail_per_channel_ordering(vgg11.layer(0), {})
+
+
+class SmallVGG(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
+            nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 5, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2))
+        self.avgpool = nn.AdaptiveAvgPool2d((2, 2))
+        self.classifier = nn.Sequential(nn.Linear(20, 12), nn.ReLU(), nn.Dropout(), nn.Linear(12, 3))
+
+
+@pytest.mark.parametrize("method, n_baselines, max_pairs, layers", [
+    ("gradcampp", 0, 64, [0, 4, 7]),
+    ("deepliftshap", 4, 64, [0, 4, 7]),    # 3 crops x 4 baselines fit: one forward of crops + baselines
+    ("deepliftshap", 4, 8, [2, 5]),        # 2 crops per chunk: baselines forwarded once, crops per chunk
+    ("deepliftshap", 5, 2, [3]),           # more baselines than pairs: baselines sliced per crop
+])
+def test_pass_forwards_equal_the_counted_forwards(monkeypatch, method, n_baselines, max_pairs, layers):
+    """Wrap the engine's op evaluator: the MACs it runs forward, per crop, equal the model's forward count."""
+    torch.manual_seed(0)
+    model = SmallVGG().eval()
+    n_crops, size = 3, 12
+    facts = cost.network_facts(model, size, layers)
+    ran = []
+    real = passes.forward_op
+
+    def counting(op, x, **kw):
+        out = real(op, x, **kw)
+        y = out[0] if isinstance(out, tuple) else out
+        ran.append(cost._macs(op, y) * y.shape[0])
+        return out
+
+    monkeypatch.setattr(passes, "forward_op", counting)
+    x, b = torch.randn(n_crops, 3, size, size), torch.randn(max(n_baselines, 1), 3, size, size)
+    attribute_layers(model, x, torch.tensor([0, 2, 1]), methods=[method], layers=layers,
+                     baselines=b if n_baselines else None, max_pairs=max_pairs)
+    counted = sum(ran) / facts.total_macs / n_crops
+    attribution = {"n_baselines": n_baselines, "batch_size": n_crops, "max_pairs": max_pairs}
+    predicted = cost.pass_work(get_method(method).pass_kind, facts, layers, attribution)
+    assert counted == pytest.approx(predicted.forwards, rel=1e-12)
+
+
+def test_measured_seconds_turn_work_into_time():
+    model = SmallVGG().eval()
+    s = cost.measure_seconds(model, 16, "cpu", batch=2, repeats=2)
+    assert s.forward > 0 and s.backward > 0
+    assert s.of(cost.Work(3, 2)) == pytest.approx(3 * s.forward + 2 * s.backward)
+
+
+def test_resources_scale_with_the_method():
+    cfg = dict(CONFIG, attribution=dict(CONFIG["attribution"], methods=["gradcampp", "deepliftshap"]))
+    grad, dls = (cost.attribution_runtime_min(m, cfg, 64) for m in ("gradcampp", "deepliftshap"))
+    fwd = cost.assumed_seconds(cost.config_facts(cfg), "cpu").forward
+    assert grad == math.ceil(10 + 2 * 64 * 3 * fwd / 60)  # 1 forward + 1 backward (= 2 forwards)
+    assert dls == math.ceil(10 + 2 * 64 * (1.5 + 16) * fwd / 60)
+    mem = {m: cost.attribution_memory_mb(m, cfg) for m in ("gradcampp", "deepliftshap")}
+    act_mb = cost.config_facts(cfg).activation_floats * 4 / 1e6
+    assert mem["deepliftshap"] - mem["gradcampp"] == pytest.approx(3 * act_mb * (64 - 16), abs=1)
+
+
+def test_cost_table_rows_add_up():
+    cfg = dict(CONFIG, attribution=dict(CONFIG["attribution"], layers=[0, 5, 20]))
+    seconds = cost.Seconds(forward=0.1, backward=0.2)
+    table = cost.cost_table(["gradcampp", "deepliftshap"], cfg, 1024, seconds)
+    assert list(table.columns) == list(cost.COST_COLUMNS)
+    for method, part in table.groupby("method"):
+        assert part["layer"].tolist() == ["pass", "0", "5", "20", "total"]
+        total, rest = part[part["layer"] == "total"].iloc[0], part[part["layer"] != "total"]
+        assert total["forwards"] == pytest.approx(rest["forwards"].sum())
+        assert total["backwards"] == pytest.approx(rest["backwards"].sum())
+        assert total["seconds_per_crop"] == pytest.approx(0.1 * total["forwards"] + 0.2 * total["backwards"])
+        assert total["total_hours"] == pytest.approx(total["seconds_per_crop"] * 1024 / 3600)
+    dls = table[(table["method"] == "deepliftshap") & (table["layer"] == "total")].iloc[0]
+    assert (dls["forwards"], dls["backwards"]) == (1.5, 8.0)  # 1 + 8 baselines / 16 per batch; 8 backwards
