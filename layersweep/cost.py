@@ -79,6 +79,7 @@ class NetworkFacts:
     layers: tuple[LayerFacts, ...]       # every layer of model.features, in order
     activation_floats: int               # every op's output, per crop (peak-memory estimates)
     parameters: int
+    n_classes: int
 
     def layer(self, index: int) -> LayerFacts:
         return self.layers[index]
@@ -136,7 +137,7 @@ def network_facts(model: nn.Module, crop_size: int, layers=None) -> NetworkFacts
         out.append(LayerFacts(i, ops[i].name, ops[i].kind, int(c), int(hh), int(ww), macs[i], tail, group,
                               shares_c, shares_p))
     params = sum(p.numel() for p in model.parameters())
-    return NetworkFacts(int(crop_size), total, tuple(out), int(floats), int(params))
+    return NetworkFacts(int(crop_size), total, tuple(out), int(floats), int(params), int(shapes[-1][-1]))
 
 
 def _vgg_builder(arch: str):
@@ -230,12 +231,22 @@ def method_layer_cost(method):
     return DEFAULT_LAYER_COST[method.pass_kind]
 
 
-def pass_work(pass_kind: str, facts: NetworkFacts, layers, attribution: dict) -> Work:
+def gradient_backwards(method, n_classes: int) -> int:
+    """Backwards of the gradient pass for this method alone (passes.gradient_pass): one if it takes the
+    gradients, K more (one per class) if it takes the Hessian terms, none for activations-only methods."""
+    from .attribution.passes import CLASS_TERMS, _arg_names
+
+    args = _arg_names(method.fn)
+    return int("grads" in args) + (n_classes if set(args) & set(CLASS_TERMS) else 0)
+
+
+def pass_work(method, facts: NetworkFacts, layers, attribution: dict) -> Work:
     """The work every crop pays once for its method's pass, whatever the number of layers."""
+    pass_kind = method.pass_kind
     lowest = min(layers)
     down = facts.tail_before(lowest) if lowest >= 0 else 1.0
-    if pass_kind == "gradient":  # one forward, one backward down to the lowest layer
-        return Work(forwards=1.0, backwards=down)
+    if pass_kind == "gradient":  # one forward, its backwards down to the lowest layer
+        return Work(forwards=1.0, backwards=gradient_backwards(method, facts.n_classes) * down)
     if pass_kind == "deeplift":  # the crop, its baselines (forwarded once per batch if they fit), K backwards
         k, batch, pairs = attribution["n_baselines"], attribution["batch_size"], attribution["max_pairs"]
         baseline_forwards = k / batch if k <= pairs else float(k)
@@ -350,8 +361,7 @@ def method_cost(method, attribution: dict, config: dict) -> MethodCost:
     options = method_options(method, attribution)
     fn = method_layer_cost(method)
     per_layer = {l: fn(facts.layer(l), options) for l in layers}
-    return MethodCost(method.name, method.pass_kind, pass_work(method.pass_kind, facts, layers, attribution),
-                      per_layer)
+    return MethodCost(method.name, method.pass_kind, pass_work(method, facts, layers, attribution), per_layer)
 
 
 # --------------------------------------------------------------------------------------- resources

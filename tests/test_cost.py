@@ -93,6 +93,8 @@ def test_gradient_and_deeplift_method_costs():
     assert grad.total.backwards == pytest.approx(0.077, abs=5e-4)  # down to features.18: the tail after 17
     dls = cost.method_cost("deepliftshap", CONFIG["attribution"], CONFIG)
     assert dls.total == cost.Work(forwards=1 + 8 / 16, backwards=8.0)
+    # a method of the activations alone runs no backward
+    assert cost.method_cost("eigencam", CONFIG["attribution"], CONFIG).total == cost.Work(forwards=1.0)
 
 
 def test_missing_cost_gets_the_pass_default_and_a_missing_option_is_one_sentence(vgg11):
@@ -122,6 +124,7 @@ class SmallVGG(nn.Module):
 
 @pytest.mark.parametrize("method, n_baselines, max_pairs, layers", [
     ("gradcampp", 0, 64, [0, 4, 7]),
+    ("eigencam", 0, 64, [1, 6]),
     ("deepliftshap", 4, 64, [0, 4, 7]),    # 3 crops x 4 baselines fit: one forward of crops + baselines
     ("deepliftshap", 4, 8, [2, 5]),        # 2 crops per chunk: baselines forwarded once, crops per chunk
     ("deepliftshap", 5, 2, [3]),           # more baselines than pairs: baselines sliced per crop
@@ -147,7 +150,7 @@ def test_pass_forwards_equal_the_counted_forwards(monkeypatch, method, n_baselin
                      baselines=b if n_baselines else None, max_pairs=max_pairs)
     counted = sum(ran) / facts.total_macs / n_crops
     attribution = {"n_baselines": n_baselines, "batch_size": n_crops, "max_pairs": max_pairs}
-    predicted = cost.pass_work(get_method(method).pass_kind, facts, layers, attribution)
+    predicted = cost.pass_work(get_method(method), facts, layers, attribution)
     assert counted == pytest.approx(predicted.forwards, rel=1e-12)
 
 
