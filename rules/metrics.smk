@@ -113,8 +113,8 @@ rule paired_difference:
         n_boot=config["summary"]["n_boot"],
         ci=config["summary"]["ci"],
         seed=SEED,
-        method_a=COMPARE[0],
-        method_b=COMPARE[1],
+        # one list, not two params: Snakemake compares the set of param values, so swapping two would go unseen
+        compare=list(COMPARE),
     log:
         "logs/paired_difference/{r}.log",
     benchmark:

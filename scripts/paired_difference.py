@@ -8,11 +8,12 @@ def main(sm):
     from layersweep.metrics import paired_difference
 
     p = sm.params
+    method_a, method_b = p.compare
     tables = []
     for files in (sm.input.plain, sm.input.rescaled):
         per_image = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
         for metric in ("ad", "ic"):
-            tables.append(paired_difference(per_image, metric=metric, method_a=p.method_a, method_b=p.method_b,
+            tables.append(paired_difference(per_image, metric=metric, method_a=method_a, method_b=method_b,
                                             n_boot=p.n_boot, ci=p.ci, seed=p.seed))
     write_parquet(pd.concat(tables, ignore_index=True), sm.output[0])
 
