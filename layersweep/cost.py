@@ -221,10 +221,23 @@ DEFAULT_LAYER_COST = {
 }
 
 
+# The issue's perturbation methods, for as long as their files declare no `cost=` (they were written in
+# parallel with this model): the formulas of METHODS.md §6. A method file's own `cost` always wins.
+ISSUE_METHOD_COSTS = {
+    "ablationcam": tail_per_channel,
+    "shapcam_pi": tail_per_channel_ordering,
+    "shapcam": tail_per_position_permutation,
+    "scorecam": full_per_channel,
+    "liftcam": grouped_deeplift_backward,
+}
+
+
 def method_layer_cost(method):
     fn = getattr(method, "cost", None)
     if fn is not None:
         return fn
+    if method.name in ISSUE_METHOD_COSTS:
+        return ISSUE_METHOD_COSTS[method.name]
     if method.pass_kind not in DEFAULT_LAYER_COST:
         raise LayersweepError(f"method {method.name!r} (pass {method.pass_kind!r}) declares no cost and its pass "
                               "kind has no default; add `cost=` to its register call.")
@@ -337,7 +350,7 @@ class MethodCost:
 
 def method_options(method, attribution: dict) -> dict:
     """The method's option defaults (registry) overlaid with `attribution.options.<method>`."""
-    opts = dict(getattr(method, "options", None) or {})
+    opts = {k: getattr(v, "default", v) for k, v in (getattr(method, "options", None) or {}).items()}
     opts.update((attribution.get("options") or {}).get(method.name, {}) or {})
     return opts
 

@@ -105,6 +105,8 @@ def test_missing_cost_gets_the_pass_default_and_a_missing_option_is_one_sentence
         cost: object = None
 
     assert cost.method_layer_cost(Fake()) is cost.tail_per_channel
+    assert cost.method_layer_cost(Fake(name="scorecam")) is cost.full_per_channel  # METHODS.md §6 until declared
+    assert cost.method_layer_cost(Fake(name="scorecam", cost=cost.no_layer_cost)) is cost.no_layer_cost
     assert cost.method_layer_cost(get_method("gradcam")) is cost.no_layer_cost
     with pytest.raises(LayersweepError, match="no cost"):
         cost.method_layer_cost(Fake(pass_kind="unheard"))
