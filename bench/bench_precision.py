@@ -8,9 +8,10 @@ Prints, on `--device` (auto = CUDA when present), for VGG11 (20 classes) at `--s
 3. attribution seconds per crop for each configured method (`attribution.methods` of `--config`, all layers,
    `n_baselines` baselines), in each precision;
 4. the projected wall time of the study of `--config` (and of each config under config/studies/, if any) on
-   this device, one job at a time: attribution crops x methods x seconds per crop, plus the scoring forwards
-   (plain: 2 per crop + 1 + per map 1 + 2 (curve_points - 2); rescaled: 1 per crop + 1 per map and r) at the
-   best batch size's img/s. The forwards are counted from the config; the seconds are measured here.
+   this device, one job at a time: the attribution work per crop of each method from the cost model
+   (`layersweep/cost.py`, forward / backward equivalents), plus the scoring forwards (plain: 2 per crop + 1 +
+   per map 1 + 2 (curve_points - 2); rescaled: 1 per crop + 1 per map and r), both in seconds of this device:
+   one forward = 1 / (best img/s) of that precision, one backward = the float32 backward / forward ratio.
 
     .venv/bin/python bench/bench_precision.py                      # the real study's size (224 px)
     .venv/bin/python bench/bench_precision.py --size 32 --batches 2,4 --quick    # the test suite's call
@@ -150,8 +151,16 @@ def main(argv=None):
                                                        att_batch, att["max_pairs"], repeats) for p in precisions}
         print(f"{m:14s} " + "  ".join(f"{p}: {s:.3f} s" for p, s in per_crop[m].items()))
 
+    # attribution: the cost model's work per crop (layersweep/cost.py, the same as the cost target's), in
+    # seconds of this device: a forward per precision from the scoring rates above, a backward from the cost
+    # model's float32 backward / forward ratio measured here
+    from layersweep import cost
+
+    base = cost.measure_seconds(model, args.size, device, batch=2 if args.quick else 4, repeats=repeats)
+    bwd_per_fwd = base.backward / base.forward if base.forward > 0 else cost.ASSUMED_BACKWARD_PER_FORWARD
     print("\n## projected wall time of each study on this device (one job at a time), per precision")
-    print("(forwards counted from the config; seconds measured above at --size; scoring at the best batch size)")
+    print("(attribution: work per crop from layersweep/cost.py; scoring: forwards counted from the config; "
+          f"seconds from this run's rates at {args.size} px, scaled by pixels; backward = {bwd_per_fwd:.2f} forwards)")
     studies = [Path(args.config)] + sorted((ROOT / "config" / "studies").glob("*.yaml"))
     for path in studies:
         study = yaml.safe_load(path.read_text())
@@ -160,14 +169,15 @@ def main(argv=None):
         s_layers = len(parse_layers(study["attribution"]["layers"], len(model.features)))
         scale = (int(study["data"]["crop_size"]) / args.size) ** 2  # forwards' cost grows with the pixels
         n, fw = scoring_forwards(study, s_layers)
+        work = [cost.method_cost(m, study["attribution"], study).total for m in study["attribution"]["methods"]]
         parts = []
         for p in precisions:
-            att_s = sum(per_crop.get(m, per_crop[methods[-1]])[p] * s_layers / n_layers
-                        for m in study["attribution"]["methods"]) * n * scale
-            score_s = len(study["attribution"]["methods"]) * fw / best[p][1] * scale
+            fwd = scale / best[p][1]
+            seconds = cost.Seconds(fwd, bwd_per_fwd * fwd, f"{p} on {device}")
+            att_s = sum(seconds.of(w) for w in work) * n
+            score_s = len(work) * fw * fwd
             parts.append(f"{p} {_fmt_hours(att_s + score_s)} (attribution {_fmt_hours(att_s)}, scoring {_fmt_hours(score_s)})")
-        print(f"{path.name}: {n} crops, {len(study['attribution']['methods'])} methods, {s_layers} layers: " + "; ".join(parts))
-
+        print(f"{path.name}: {n} crops, {len(work)} methods, {s_layers} layers: " + "; ".join(parts))
 
 if __name__ == "__main__":
     main()
