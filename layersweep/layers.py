@@ -1,4 +1,4 @@
-"""The layers of `vgg11.features`: names, types and analytic receptive fields."""
+"""The layers of a VGG's `features`: names, types and analytic receptive fields."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,14 +7,14 @@ from torch import nn
 
 from .errors import LayersweepError
 
-LAYER_TYPES = ("Conv2d", "ReLU", "MaxPool2d")
+LAYER_TYPES = ("Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d")
 
 
 @dataclass(frozen=True)
 class LayerSpec:
     index: int          # position in model.features
     name: str           # "features.{index}", the name the report uses
-    kind: str           # Conv2d | ReLU | MaxPool2d
+    kind: str           # Conv2d | BatchNorm2d | ReLU | MaxPool2d
     rf_size: int        # receptive field of one output unit, in input pixels
     jump: int           # input pixels between neighbouring output units
     offset: int         # input coordinate of the first pixel seen by output unit 0 (may be < 0: padding)
@@ -35,7 +35,10 @@ def _pair(v) -> int:
 
 
 def layer_specs(features: nn.Sequential) -> list[LayerSpec]:
-    """Receptive field of each module's output, from kernel, stride and padding alone."""
+    """Receptive field of each module's output, from kernel, stride and padding alone.
+
+    A ceil-mode MaxPool (TorchRay's model) adds output units at the bottom/right edge but does not move
+    the field, the jump or the offset of any unit, so the same recursion holds."""
     specs, rf, jump, offset = [], 1, 1, 0
     for i, module in enumerate(features):
         kind = type(module).__name__
@@ -46,8 +49,8 @@ def layer_specs(features: nn.Sequential) -> list[LayerSpec]:
             rf += (k_eff - 1) * jump
             offset -= p * jump
             jump *= s
-        elif not isinstance(module, (nn.ReLU,)):
-            raise LayersweepError(f"features.{i} is a {kind}; only Conv2d, ReLU and MaxPool2d are supported.")
+        elif not isinstance(module, (nn.ReLU, nn.BatchNorm2d)):  # pointwise: the field does not change
+            raise LayersweepError(f"features.{i} is a {kind}; only Conv2d, BatchNorm2d, ReLU and MaxPool2d are supported.")
         specs.append(LayerSpec(i, f"features.{i}", kind, rf, jump, offset))
     return specs
 

@@ -1,4 +1,5 @@
-"""VGG11 with a 20-class head, cached-feature head training and test accuracy."""
+"""The VGG (torchvision's, any depth, with or without BatchNorm; or TorchRay's VOC VGG16) with a 20-class
+head, cached-feature head training and test accuracy."""
 from __future__ import annotations
 
 import copy
@@ -8,34 +9,128 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torchvision
 from torch import nn
-from torchvision.models import vgg11
 from tqdm.auto import tqdm
 
 from .errors import LayersweepError
-from .preprocess import to_model_input
+from .preprocess import TORCHVISION, Preprocessing, to_model_input
 
 N_CLASSES = 20
+ARCHS = ("vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn")
+SOURCES = ("torchvision", "torchray_voc")
+VGG_CFG = {"vgg11": "A", "vgg13": "B", "vgg16": "D", "vgg19": "E"}  # torchvision.models.vgg.cfgs
+TORCHRAY_ARCH = "vgg16"  # TorchRay's VOC model is a VGG16 converted from Caffe
+# TorchRay's classifier holds only the three Linear layers (no ReLU/Dropout modules between them)
+TORCHRAY_CLASSIFIER_KEYS = {"0": "0", "2": "3", "4": "6"}
+
+
+def check_arch(arch: str, source: str = "torchvision") -> None:
+    """One sentence naming the key if `model.arch` / `model.source` is unknown or the pair does not exist."""
+    if source not in SOURCES:
+        raise LayersweepError(f"config key 'model.source' has the unknown value '{source}'; use one of {', '.join(SOURCES)}.")
+    if arch not in ARCHS:
+        raise LayersweepError(f"config key 'model.arch' has the unknown value '{arch}'; use one of {', '.join(ARCHS)}.")
+    if source == "torchray_voc" and arch != TORCHRAY_ARCH:
+        raise LayersweepError(f"config key 'model.arch' is '{arch}' but 'model.source: torchray_voc' is TorchRay's VGG16; set model.arch to vgg16.")
+
+
+def checkpoint_key(arch: str, source: str) -> str:
+    """The entry of config key 'model.checkpoints' that holds the pretrained weights of this model."""
+    return "torchray_voc" if source == "torchray_voc" else arch
+
+
+def build_architecture(arch: str = "vgg11", source: str = "torchvision", n_classes: int = 1000) -> nn.Module:
+    """The untrained network, torchvision's default init (TorchRay's: ceil-mode max-pooling, as in Caffe)."""
+    check_arch(arch, source)
+    model = getattr(torchvision.models, arch)(weights=None, num_classes=n_classes)
+    if source == "torchray_voc":
+        for m in model.features:
+            if isinstance(m, nn.MaxPool2d):
+                m.ceil_mode = True
+    return model
+
+
+def convert_torchray_state(state: dict, path) -> dict:
+    """TorchRay's VGG16 state dict (a Caffe conversion) in torchvision's layout.
+
+    Its first conv reads BGR: the input channels of features.0.weight are swapped so that the model reads
+    RGB; its classifier is numbered 0/2/4 (torchvision: 0/3/6, with ReLU/Dropout between); Caffe's
+    fully connected weights may be stored as (out, in, 1, 1) or (out, 512, 7, 7) and are flattened.
+    """
+    out = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0] == "classifier":
+            if len(parts) != 3 or parts[1] not in TORCHRAY_CLASSIFIER_KEYS:
+                raise LayersweepError(f"the TorchRay weights file '{path}' has the key '{key}', not one of TorchRay's classifier.0/2/4 (is it a torchvision checkpoint? then set model.source to torchvision).")
+            key = f"classifier.{TORCHRAY_CLASSIFIER_KEYS[parts[1]]}.{parts[2]}"
+            if parts[2] == "weight":
+                value = value.reshape(value.shape[0], -1)
+        elif key == "features.0.weight":
+            value = value[:, [2, 1, 0]]  # BGR -> RGB
+        out[key] = value
+    return out
+
+
+def _read_state(weights_path, arch: str, source: str) -> dict:
+    if weights_path is None or not Path(weights_path).is_file():
+        raise LayersweepError(f"the weights file '{weights_path}' does not exist; set config key 'model.weights' to a local copy of the {arch} ({source}) weights.")
+    try:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: say which file, not a stack trace
+        raise LayersweepError(f"the weights file '{weights_path}' cannot be loaded ({type(exc).__name__}); point config key 'model.weights' at the {arch} ({source}) weights.") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise LayersweepError(f"the weights file '{weights_path}' holds no state dict of tensors; point config key 'model.weights' at the {arch} ({source}) weights.")
+    has_bn = any(k.endswith("running_mean") for k in state)
+    if has_bn != arch.endswith("_bn"):
+        other = arch + "_bn" if has_bn else arch.removesuffix("_bn")
+        raise LayersweepError(f"the weights file '{weights_path}' holds a VGG {'with' if has_bn else 'without'} BatchNorm but config key 'model.arch' is '{arch}'; set model.arch to '{other}' or point model.weights at {arch} weights.")
+    n_convs = sum(1 for k, v in state.items() if k.startswith("features.") and k.endswith(".weight") and v.ndim == 4)
+    expected = sum(v != "M" for v in torchvision.models.vgg.cfgs[VGG_CFG[arch.removesuffix("_bn")]])
+    if n_convs != expected:
+        raise LayersweepError(f"the weights file '{weights_path}' holds a VGG with {n_convs} conv layers but config key 'model.arch' is '{arch}' ({expected}); set model.arch to match the file.")
+    return state
+
+
+def build_model(init: str = "imagenet", weights_path: str | Path | None = None, *, arch: str = "vgg11",
+                source: str = "torchvision", seed: int = 0, n_classes: int = N_CLASSES) -> nn.Module:
+    """The VGG of `arch` with pretrained weights read from `weights_path` (no hub) or a seeded random init.
+
+    torchvision: ImageNet weights, `classifier[-1]` replaced by a new Linear(4096, n_classes) (the head that
+    is trained). torchray_voc: TorchRay's VGG16 fine-tuned on VOC 2007, used as it is (no head training).
+    Returned in eval mode.
+    """
+    check_arch(arch, source)
+    if init not in ("imagenet", "random"):
+        raise LayersweepError(f"config key 'model.init' has the unknown value '{init}'; use 'imagenet' or 'random'.")
+    torch.manual_seed(seed)  # random init (and the new head) is then the same on every run and node
+    if source == "torchray_voc":
+        state = None if init == "random" else convert_torchray_state(_read_state(weights_path, arch, source), weights_path)
+        model = build_architecture(arch, source, n_classes=n_classes)
+        if state is not None:
+            try:
+                model.load_state_dict(state)
+            except RuntimeError:
+                raise LayersweepError(f"the TorchRay weights file '{weights_path}' does not fit a {n_classes}-class VGG16 (wrong keys or shapes); point config key 'model.weights' at vgg16_voc-b050e8c3.pth.tar.") from None
+        return model.eval()
+    state = _read_state(weights_path, arch, source) if init == "imagenet" else None  # checked before building
+    model = build_architecture(arch, source)
+    if state is not None:
+        try:
+            model.load_state_dict(state)
+        except RuntimeError:
+            raise LayersweepError(f"the weights file '{weights_path}' does not fit torchvision's {arch} (wrong keys or shapes); point config key 'model.weights' at torchvision's {arch} weights.") from None
+    model.classifier[-1] = nn.Linear(model.classifier[-1].in_features, n_classes)
+    return model.eval()
 
 
 def build_vgg11(init: str = "imagenet", weights_path: str | Path | None = None, *, seed: int = 0,
                 n_classes: int = N_CLASSES) -> nn.Module:
-    """torchvision VGG11, ImageNet weights read from `weights_path` (no hub) or seeded random init,
-    with `classifier[-1]` replaced by Linear(4096, n_classes). Returned in eval mode."""
-    torch.manual_seed(seed)  # random init (and the new head) is then the same on every run and node
-    model = vgg11(weights=None)
-    if init == "imagenet":
-        if weights_path is None or not Path(weights_path).is_file():
-            raise LayersweepError(f"the VGG11 weights file '{weights_path}' does not exist; set config key 'model.weights' to a local copy of vgg11-8a719046.pth.")
-        try:
-            state = torch.load(weights_path, map_location="cpu", weights_only=True)
-            model.load_state_dict(state)
-        except Exception as exc:  # a truncated or foreign file: say which file, not a stack trace
-            raise LayersweepError(f"the VGG11 weights file '{weights_path}' cannot be loaded ({type(exc).__name__}); point config key 'model.weights' at torchvision's vgg11-8a719046.pth.") from None
-    elif init != "random":
-        raise LayersweepError(f"config key 'model.init' has the unknown value '{init}'; use 'imagenet' or 'random'.")
-    model.classifier[-1] = nn.Linear(model.classifier[-1].in_features, n_classes)
-    return model.eval()
+    """torchvision's VGG11 with a new 20-class head (build_model with arch='vgg11')."""
+    return build_model(init, weights_path, arch="vgg11", seed=seed, n_classes=n_classes)
 
 
 def trainable_part(model: nn.Module, train: str) -> nn.Module:
@@ -49,7 +144,7 @@ def trainable_part(model: nn.Module, train: str) -> nn.Module:
 
 @torch.no_grad()
 def frozen_features(model: nn.Module, crops: np.ndarray, train: str, *, batch_size: int, device,
-                    progress: bool = True) -> np.ndarray:
+                    progress: bool = True, preprocessing: Preprocessing = TORCHVISION) -> np.ndarray:
     """Input of the trainable part for every crop (eval mode), computed once and cached.
 
     'head': the 4096-d fc7 output; 'classifier': the flattened 25088-d pool5 output.
@@ -59,7 +154,7 @@ def frozen_features(model: nn.Module, crops: np.ndarray, train: str, *, batch_si
     stem = model.classifier[:-1] if train == "head" else nn.Identity()
     out = []
     for start in tqdm(range(0, len(crops), batch_size), desc=f"features ({train})", disable=not progress):
-        x = to_model_input(crops[start:start + batch_size], device)
+        x = to_model_input(crops[start:start + batch_size], device, preprocessing)
         h = torch.flatten(model.avgpool(model.features(x)), 1)
         out.append(stem(h).float())
     if not out:
@@ -124,21 +219,39 @@ def accuracy_report(part: nn.Module, feats, labels, class_names: list[str], devi
             "chance": 1.0 / len(class_names), "per_class": per_class}
 
 
-def save_checkpoint(path, part: nn.Module, state: dict, *, init: str, train: str, seed: int) -> None:
+def save_checkpoint(path, part: nn.Module, state: dict, *, init: str, train: str, seed: int,
+                    arch: str = "vgg11") -> None:
     from .io import atomic_path
     with atomic_path(path) as tmp:
-        torch.save({"state_dict": state, "init": init, "train": train, "seed": seed}, tmp)
+        torch.save({"state_dict": state, "init": init, "train": train, "seed": seed, "arch": arch}, tmp)
 
 
-def load_model(checkpoint, *, weights_path=None, device="cpu") -> nn.Module:
-    """The fine-tuned model: backbone as built by build_vgg11, fitted part from the checkpoint."""
-    try:
-        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        init, train, seed = ckpt["init"], ckpt["train"], ckpt["seed"]
-    except Exception:
-        raise LayersweepError(f"the model checkpoint '{checkpoint}' is missing or corrupt; rerun the train_head rule.") from None
-    model = build_vgg11(init, weights_path, seed=seed)
-    trainable_part(model, train).load_state_dict(ckpt["state_dict"])
+def _frozen(model: nn.Module, device) -> nn.Module:
     for p in model.parameters():
         p.requires_grad_(False)
     return model.eval().to(device)
+
+
+def load_model(checkpoint, *, weights_path=None, device="cpu") -> nn.Module:
+    """The fine-tuned model: backbone as built by build_model, fitted part from the checkpoint."""
+    try:
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        init, train, seed = ckpt["init"], ckpt["train"], ckpt["seed"]
+        arch = ckpt.get("arch", "vgg11")  # checkpoints written before model.arch existed are VGG11's
+    except Exception:
+        raise LayersweepError(f"the model checkpoint '{checkpoint}' is missing or corrupt; rerun the train_head rule.") from None
+    model = build_model(init, weights_path, arch=arch, seed=seed)
+    trainable_part(model, train).load_state_dict(ckpt["state_dict"])
+    return _frozen(model, device)
+
+
+def load_pretrained(spec: dict, *, weights_path=None, device="cpu") -> nn.Module:
+    """A model used as it is, without head training (model.source torchray_voc): spec holds the config's
+    model.arch, model.source, model.init and the seed."""
+    model = build_model(spec["init"], weights_path, arch=spec["arch"], source=spec["source"], seed=spec["seed"])
+    return _frozen(model, device)
+
+
+def needs_head_training(source: str) -> bool:
+    """TorchRay's VOC model already has its 20-class classifier: the head stage is skipped for it."""
+    return source == "torchvision"

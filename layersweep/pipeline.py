@@ -6,7 +6,7 @@ import numpy as np
 from .data import baseline_crop_ids, eval_order, read_split
 from .device import resolve_device
 from .errors import LayersweepError
-from .model import load_model
+from .model import load_model, load_pretrained
 
 
 def select(crops: np.ndarray, index, crop_ids) -> tuple[np.ndarray, np.ndarray]:
@@ -63,8 +63,14 @@ def baselines(inputs, n: int, seed: int) -> np.ndarray:
     return np.stack([parts[c] for c in wanted])
 
 
-def fitted_model(inputs, device_name: str):
+def fitted_model(inputs, device_name: str, spec: dict | None = None):
+    """(model, device): the fine-tuned model of the head checkpoint, or, when the rule gives no checkpoint
+    (model.source torchray_voc: no head stage), the pretrained model of `spec` (the rule's `model` param)."""
     device = resolve_device(device_name, claim_gpu=True)  # held until the job ends
     weights = inputs.get("weights") if hasattr(inputs, "get") else None
-    model = load_model(inputs.checkpoint, weights_path=weights or None, device=device)
-    return model, device
+    checkpoint = inputs.get("checkpoint") if hasattr(inputs, "get") else getattr(inputs, "checkpoint", None)
+    if checkpoint:
+        return load_model(checkpoint, weights_path=weights or None, device=device), device
+    if spec is None:
+        raise LayersweepError("no model checkpoint and no model spec were given; the rule must pass the head checkpoint or its 'model' param.")
+    return load_pretrained(spec, weights_path=weights or None, device=device), device

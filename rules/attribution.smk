@@ -13,6 +13,7 @@ rule attribution:
     output:
         "results/attributions/{method}/shard-{k}.npz",
     params:
+        model=MODEL_SPEC,
         shard=shard_params,
         layers=ATTR["layers"],
         attribute_to=ATTR["attribute_to"],

@@ -40,6 +40,14 @@ RESCALE_RS = [r_label(r) for r in config["rescale"]["r"]]
 ENV = "../envs/layersweep.yaml"  # for --software-deployment-method conda; the venv has the same pins
 
 
+def checkpoint_spec(file_name):
+    """The entry of model.checkpoints (file, sha256_prefix, mirrors) whose file is `file_name`."""
+    for key, spec in MODEL["checkpoints"].items():
+        if spec["file"] == file_name:
+            return dict(spec, key=key)
+    raise ValueError(f"no weights file named {file_name} in config key 'model.checkpoints'")
+
+
 def archive_spec(name):
     for which, spec in DATA["archives"].items():
         if spec["file"] == f"{name}.tar":
@@ -62,18 +70,38 @@ def voc_ready():
     return ["resources/voc/.extracted-trainval", "resources/voc/.extracted-test"]
 
 
+def _model_checks():
+    from layersweep.model import check_arch, checkpoint_key, needs_head_training
+
+    try:
+        check_arch(MODEL["arch"], MODEL["source"])
+    except LayersweepError as exc:
+        sys.exit(f"layersweep: {exc}")
+    key = checkpoint_key(MODEL["arch"], MODEL["source"])
+    if MODEL["init"] == "imagenet" and not MODEL.get("weights") and key not in MODEL["checkpoints"]:
+        sys.exit(f"layersweep: config key 'model.checkpoints' has no entry '{key}' (file, sha256_prefix, mirrors) for model.arch '{MODEL['arch']}'; add it or set model.weights to a local copy.")
+    return key, needs_head_training(MODEL["source"])
+
+
+CHECKPOINT_KEY, HEAD_TRAINING = _model_checks()
+# what every rule that builds the model depends on (the fitted head adds its checkpoint file)
+MODEL_SPEC = {"arch": MODEL["arch"], "source": MODEL["source"], "init": MODEL["init"], "seed": SEED}
+ARCH = {"arch": MODEL["arch"], "source": MODEL["source"]}  # the layer structure alone (receptive fields)
+
+
 def weights_file():
-    """ImageNet weights: a local copy, or the download; nothing for a random init."""
+    """Pretrained weights of model.arch / model.source: a local copy, or the download; nothing for a random init."""
     if MODEL["init"] != "imagenet":
         return []
-    return MODEL.get("weights") or f"resources/weights/{MODEL['weights_file']}"
+    return MODEL.get("weights") or f"resources/weights/{MODEL['checkpoints'][CHECKPOINT_KEY]['file']}"
 
 
 def split_files(split):
     return {"crops": f"results/data/{split}_crops.npy", "index": f"results/data/{split}.parquet"}
 
 
-MODEL_FILES = {"checkpoint": "results/model/head.pt"}
+# The fitted head; TorchRay's VOC model is used as it is (no head stage): the weights are the checkpoint.
+MODEL_FILES = {"checkpoint": "results/model/head.pt"} if HEAD_TRAINING else {}
 
 
 # ---- evaluation shards: stable crop positions, so a larger n_images only adds shards

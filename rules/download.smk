@@ -37,12 +37,11 @@ rule extract_voc:
 
 rule download_weights:
     output:
-        f"resources/weights/{MODEL.get('weights_file', 'vgg11-8a719046.pth')}",
+        "resources/weights/{weights_file}",
     params:
-        mirrors=MODEL.get("weights_mirrors", []),
-        sha256_prefix=MODEL.get("weights_sha256_prefix"),
+        spec=lambda wc: canonical(checkpoint_spec(wc.weights_file)),
     log:
-        "logs/download_weights/download_weights.log",
+        "logs/download_weights/{weights_file}.log",
     threads: 1
     resources:
         mem_mb=grows(500),

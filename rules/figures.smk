@@ -13,6 +13,7 @@ rule fig2:
     output:
         **figure_outputs(2),
     params:
+        model=MODEL_SPEC,
         plot=plot_params(),
         example_crops=canonical(FIGURES["example_crops"]),
         seed=SEED,
@@ -41,6 +42,7 @@ rule fig3:
         plot=plot_params(),
         example_crops=canonical(FIGURES["example_crops"]),
         layers=FIGURES["fig3_layers"],
+        arch=ARCH,
         seed=SEED,
     log:
         "logs/figures/fig3.log",
@@ -61,6 +63,7 @@ rule fig4:
         **figure_outputs(4),
     params:
         plot=plot_params(),
+        arch=ARCH,
     log:
         "logs/figures/fig4.log",
     group:

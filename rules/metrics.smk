@@ -10,6 +10,7 @@ rule metrics:
     output:
         "results/metrics/{method}/shard-{k}.parquet",
     params:
+        model=MODEL_SPEC,
         mask_space=METRICS["mask_space"],
         curve_points=METRICS["curve_points"],
         blur_kernel=METRICS["blur_kernel"],
@@ -43,6 +44,7 @@ rule metrics_rescaled:
     output:
         "results/metrics/rescaled-{r}/{method}/shard-{k}.parquet",
     params:
+        model=MODEL_SPEC,
         r=lambda wc: float(wc.r),
         rtol=config["rescale"]["rtol"],
         mask_space=METRICS["mask_space"],

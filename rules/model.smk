@@ -1,4 +1,5 @@
-# VGG11 with a 20-class head: cache the frozen features once, then fit the head on them in seconds.
+# The VGG of model.arch with a 20-class head: cache the frozen features once, then fit the head on them in
+# seconds. Only for model.source torchvision: TorchRay's VOC model has its own classifier (MODEL_FILES is empty).
 
 
 rule frozen_features:
@@ -8,8 +9,7 @@ rule frozen_features:
     output:
         "results/model/features-{train}_{split}.npy",
     params:
-        init=MODEL["init"],
-        seed=SEED,
+        model=MODEL_SPEC,
         batch_size=MODEL.get("feature_batch_size", 64),
         device=config["device"],
     log:
@@ -35,13 +35,12 @@ rule train_head:
         index=expand("results/data/{split}.parquet", split=SPLITS),
         weights=weights_file(),
     output:
-        checkpoint=MODEL_FILES["checkpoint"],
+        checkpoint="results/model/head.pt",
         history="results/model/history.parquet",
         accuracy="results/model/test_accuracy.json",
     params:
-        init=MODEL["init"],
+        model=MODEL_SPEC,
         train=MODEL["train"],
-        seed=SEED,
         lr=MODEL["lr"],
         batch_size=MODEL["batch_size"],
         max_epochs=MODEL["max_epochs"],

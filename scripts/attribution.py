@@ -8,7 +8,7 @@ def main(sm):
 
     p = sm.params
     ids, crops, labels = pipeline.eval_shard(sm.input.crops, sm.input.index, **p.shard)
-    model, device = pipeline.fitted_model(sm.input, p.device)
+    model, device = pipeline.fitted_model(sm.input, p.device, p.model)
     layers = parse_layers(p.layers, len(model.features))
     base = pipeline.baselines(sm.input, p.n_baselines, p.shard["seed"])
     method = sm.wildcards.method

@@ -11,7 +11,7 @@ def main(sm):
     crops, index = read_split(sm.input.crops, sm.input.index, mmap_mode="r")
     ids = pipeline.example_crop_ids(index, p.example_crops, p.seed)
     sel, labels = pipeline.select(crops, index, ids)
-    model, device = pipeline.fitted_model(sm.input, p.device)
+    model, device = pipeline.fitted_model(sm.input, p.device, p.model)
     import torch
     base = to_model_input(pipeline.baselines(sm.input, p.n_baselines, p.seed), device)
     targets = torch.as_tensor(labels, device=device)

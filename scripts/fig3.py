@@ -2,16 +2,15 @@ from layersweep.script_runner import run_script
 
 
 def main(sm):
-    from torchvision.models import vgg11
-
     from layersweep import figures, pipeline
     from layersweep.data import read_split
     from layersweep.layers import layer_specs
+    from layersweep.model import build_architecture
 
     p = sm.params
     crops, index = read_split(sm.input.crops, sm.input.index, mmap_mode="r")
     crop, _ = pipeline.select(crops, index, pipeline.example_crop_ids(index, 1, p.seed))
-    figures.fig3(crop[0], layer_specs(vgg11().features), p.layers, sm.output.pdf, sm.output.png,
+    figures.fig3(crop[0], layer_specs(build_architecture(**p.arch).features), p.layers, sm.output.pdf, sm.output.png,
                  sm.output.table, **p.plot)
 
 

@@ -8,7 +8,7 @@ def main(sm):
 
     p = sm.params
     ids, crops = pipeline.shard_crops(sm.input.maps, sm.input.crops, sm.input.index)
-    model, device = pipeline.fitted_model(sm.input, p.device)
+    model, device = pipeline.fitted_model(sm.input, p.device, p.model)
     table = score_shard(model, crops, sm.input.maps, crop_ids=ids, mask_space=p.mask_space,
                         curve_points=p.curve_points, blur_kernel=p.blur_kernel, blur_sigma=p.blur_sigma,
                         batch_size=p.batch_size, constant_eps=p.constant_eps, device=device,

@@ -119,3 +119,67 @@ def test_training_on_an_empty_split_is_refused(empty):
     with pytest.raises(LayersweepError, match="train or val split has no crops"):
         train_on_features(torch.nn.Linear(16, 4), feats["train"], labels["train"], feats["val"], labels["val"],
                           lr=0.1, batch_size=4, max_epochs=2, patience=1, seed=0, device="cpu", progress=False)
+
+
+# ---- model.arch: every torchvision VGG, with or without BatchNorm
+def test_unknown_arch_and_source_are_one_sentence_naming_the_key():
+    from layersweep.model import build_model, check_arch
+
+    with pytest.raises(LayersweepError, match=r"^config key 'model\.arch' has the unknown value 'vgg12'; use one of vgg11, .*\.$"):
+        check_arch("vgg12")
+    with pytest.raises(LayersweepError, match=r"'model\.arch'"):
+        build_model("random", arch="resnet50")
+    with pytest.raises(LayersweepError, match=r"'model\.source' has the unknown value 'caffe'"):
+        check_arch("vgg16", "caffe")
+    with pytest.raises(LayersweepError, match=r"'model\.arch' is 'vgg11' but 'model\.source: torchray_voc'"):
+        check_arch("vgg11", "torchray_voc")
+
+
+def _features_state(cfg, batch_norm):
+    """A VGG state dict with the keys of torchvision's `features` only (the checks read these)."""
+    from torchvision.models.vgg import cfgs, make_layers
+
+    return {f"features.{k}": v for k, v in make_layers(cfgs[cfg], batch_norm=batch_norm).state_dict().items()}
+
+
+def test_a_bn_checkpoint_in_a_plain_arch_names_the_file(tmp_path):
+    from layersweep.model import build_model
+
+    bn_file = tmp_path / "vgg11_bn-6002323d.pth"
+    torch.save(_features_state("A", True), bn_file)
+    with pytest.raises(LayersweepError, match=r"^the weights file '.*vgg11_bn-6002323d\.pth' holds a VGG with BatchNorm but config key 'model\.arch' is 'vgg11'; set model\.arch to 'vgg11_bn'"):
+        build_model("imagenet", bn_file, arch="vgg11")
+    plain_file = tmp_path / "vgg13-19584684.pth"
+    torch.save(_features_state("B", False), plain_file)
+    with pytest.raises(LayersweepError, match=r"vgg13-19584684\.pth' holds a VGG without BatchNorm but config key 'model\.arch' is 'vgg13_bn'"):
+        build_model("imagenet", plain_file, arch="vgg13_bn")
+    with pytest.raises(LayersweepError, match=r"vgg13-19584684\.pth' holds a VGG with 10 conv layers but config key 'model\.arch' is 'vgg16' \(13\)"):
+        build_model("imagenet", plain_file, arch="vgg16")
+
+
+def test_bn_arch_round_trips_through_the_head_checkpoint(tmp_path):
+    from layersweep.model import build_model
+
+    model = build_model("random", arch="vgg11_bn", seed=2)
+    assert not model.training and model.classifier[-1].out_features == 20
+    ckpt = tmp_path / "head.pt"
+    head = model.classifier[-1].state_dict()
+    save_checkpoint(ckpt, model.classifier[-1], head, init="random", train="head", seed=2, arch="vgg11_bn")
+    reloaded = load_model(ckpt)
+    assert isinstance(reloaded.features[1], torch.nn.BatchNorm2d) and len(reloaded.features) == 29
+    x = torch.randn(2, 3, 32, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(x), model(x))
+
+
+def test_receptive_fields_of_the_other_archs():
+    from torchvision.models.vgg import cfgs, make_layers
+
+    from layersweep.layers import layer_specs
+
+    plain = layer_specs(make_layers(cfgs["D"], batch_norm=False))  # vgg16
+    bn = layer_specs(make_layers(cfgs["D"], batch_norm=True))      # vgg16_bn
+    # closed form: 13 3x3 convs (stride 1) and 5 2x2 pools -> field 212, jump 32 at the last pool
+    assert (plain[-1].rf_size, plain[-1].jump, plain[-1].offset) == (212, 32, -90)
+    assert len(bn) == len(plain) + 13 and bn[1].kind == "BatchNorm2d" and bn[1].rf_size == bn[0].rf_size
+    assert [s.rf_size for s in bn if s.kind != "BatchNorm2d"] == [s.rf_size for s in plain]

@@ -7,7 +7,9 @@ of every layer is the module's *true* output even when the model was built with
 and the caller's model is neither copied nor mutated, and none of its hooks fire.
 
 Forward order is torchvision's `VGG.forward`: features -> avgpool -> flatten -> classifier.
-Dropout is the identity (attribution is defined in eval mode).
+Dropout is the identity (attribution is defined in eval mode), and BatchNorm2d (the `_bn` VGGs) in eval
+mode is the per-channel affine map y = a * x + c with a = weight / sqrt(running_var + eps): a linear op
+for every pass, as captum's DeepLift treats it (no rule of its own, plain gradient).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ NONLINEAR = ("relu", "maxpool")  # the modules on which DeepLift applies its own
 @dataclass(frozen=True)
 class Op:
     name: str                 # "features.3", "avgpool", "flatten", "classifier.0"
-    kind: str                 # conv | relu | maxpool | linear | affine | flatten | identity
+    kind: str                 # conv | batchnorm | relu | maxpool | linear | affine | flatten | identity
     module: nn.Module | None
 
 
@@ -35,11 +37,21 @@ def _feature_op(i: int, m: nn.Module) -> Op:
         if m.padding_mode != "zeros" or isinstance(m.padding, str):
             raise LayersweepError(f"model.{name} uses padding {m.padding!r} / padding_mode {m.padding_mode!r}; only numeric zero padding is supported.")
         return Op(name, "conv", m)
+    if isinstance(m, nn.BatchNorm2d):
+        if m.training or m.running_mean is None or m.running_var is None:
+            raise LayersweepError(f"model.{name} is a BatchNorm2d in training mode or without running statistics; the attribution engine needs model.eval() (BatchNorm as a fixed affine map).")
+        return Op(name, "batchnorm", m)
     if isinstance(m, nn.ReLU):
         return Op(name, "relu", m)
     if isinstance(m, nn.MaxPool2d):
         return Op(name, "maxpool", m)
-    raise LayersweepError(f"model.{name} is a {type(m).__name__}; the attribution engine supports Conv2d, ReLU and MaxPool2d in model.features.")
+    raise LayersweepError(f"model.{name} is a {type(m).__name__}; the attribution engine supports Conv2d, BatchNorm2d, ReLU and MaxPool2d in model.features.")
+
+
+def batchnorm_scale(m: nn.BatchNorm2d) -> torch.Tensor:
+    """a of the eval-mode map y = a * x + c, shape (C,): weight / sqrt(running_var + eps)."""
+    scale = torch.rsqrt(m.running_var + m.eps)
+    return scale if m.weight is None else m.weight * scale
 
 
 def _head_op(name: str, m: nn.Module) -> Op:
@@ -94,6 +106,8 @@ def forward_op(op: Op, x: torch.Tensor, *, return_indices: bool = False, mm_dtyp
         return out.to(x.dtype)
     if op.kind == "conv":
         return F.conv2d(x, m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups)
+    if op.kind == "batchnorm":
+        return F.batch_norm(x, m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, m.eps)
     if op.kind == "relu":
         return F.relu(x)
     if op.kind == "maxpool":
@@ -108,7 +122,7 @@ def forward_op(op: Op, x: torch.Tensor, *, return_indices: bool = False, mm_dtyp
 
 
 def linear_backward(op: Op, g: torch.Tensor, in_shape: tuple[int, ...], mm_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Vector-Jacobian product of a linear op (conv, linear, avg-pool, flatten, identity).
+    """Vector-Jacobian product of a linear op (conv, batchnorm, linear, avg-pool, flatten, identity).
 
     It does not depend on the point, so no forward activations are needed. `mm_dtype` (bf16 / float16) runs
     the heavy products in that dtype and returns the input dtype, as autocast would.
@@ -125,6 +139,8 @@ def linear_backward(op: Op, g: torch.Tensor, in_shape: tuple[int, ...], mm_dtype
         else:
             out = gg @ w
         return out.to(g.dtype)
+    if op.kind == "batchnorm":
+        return g * batchnorm_scale(m).detach().to(g.dtype).view(1, -1, 1, 1)
     if op.kind == "affine":
         with torch.enable_grad():
             z = torch.zeros(shape, dtype=g.dtype, device=g.device, requires_grad=True)
