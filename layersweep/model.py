@@ -73,6 +73,19 @@ def convert_torchray_state(state: dict, path) -> dict:
     return out
 
 
+def load_torchray_state(model: nn.Module, state: dict, path) -> nn.Module:
+    """Load TorchRay's VOC VGG16 state dict (its own layout, see convert_torchray_state) into a torchvision
+    VGG16 skeleton, and set its max-pools to Caffe's ceil mode, as TorchRay's own loader does."""
+    try:
+        model.load_state_dict(convert_torchray_state(state, path))
+    except RuntimeError:
+        raise LayersweepError(f"the TorchRay weights file '{path}' does not fit this VGG16 (wrong keys or shapes); point config key 'model.weights' at vgg16_voc-b050e8c3.pth.tar.") from None
+    for m in model.features:
+        if isinstance(m, nn.MaxPool2d):
+            m.ceil_mode = True
+    return model
+
+
 def _read_state(weights_path, arch: str, source: str) -> dict:
     if weights_path is None or not Path(weights_path).is_file():
         raise LayersweepError(f"the weights file '{weights_path}' does not exist; set config key 'model.weights' to a local copy of the {arch} ({source}) weights.")
@@ -108,13 +121,12 @@ def build_model(init: str = "imagenet", weights_path: str | Path | None = None, 
         raise LayersweepError(f"config key 'model.init' has the unknown value '{init}'; use 'imagenet' or 'random'.")
     torch.manual_seed(seed)  # random init (and the new head) is then the same on every run and node
     if source == "torchray_voc":
-        state = None if init == "random" else convert_torchray_state(_read_state(weights_path, arch, source), weights_path)
+        state = None if init == "random" else _read_state(weights_path, arch, source)
+        if state is not None:
+            convert_torchray_state(state, weights_path)  # its keys are checked before the 138M-parameter build
         model = build_architecture(arch, source, n_classes=n_classes)
         if state is not None:
-            try:
-                model.load_state_dict(state)
-            except RuntimeError:
-                raise LayersweepError(f"the TorchRay weights file '{weights_path}' does not fit a {n_classes}-class VGG16 (wrong keys or shapes); point config key 'model.weights' at vgg16_voc-b050e8c3.pth.tar.") from None
+            load_torchray_state(model, state, weights_path)
         return model.eval()
     state = _read_state(weights_path, arch, source) if init == "imagenet" else None  # checked before building
     model = build_architecture(arch, source)

@@ -5,6 +5,7 @@ def main(sm):
     from layersweep import pipeline
     from layersweep.attribution import attribute_crops, write_attribution_shard
     from layersweep.layers import parse_layers
+    from layersweep.preprocess import preprocessing_for
 
     p = sm.params
     ids, crops, labels = pipeline.eval_shard(sm.input.crops, sm.input.index, **p.shard)
@@ -14,7 +15,7 @@ def main(sm):
     method = sm.wildcards.method
     out = attribute_crops(model, crops, labels, base, [method], layers, batch_size=p.batch_size,
                           max_pairs=p.max_pairs, device=device, attribute_to=p.attribute_to,
-                          precision=p.precision)
+                          precision=p.precision, preprocessing=preprocessing_for(p.model["source"]))
     write_attribution_shard(sm.output[0], method, ids, labels, out["logit"], out["prob"], out["maps"][method],
                             p.store_dtype)
 

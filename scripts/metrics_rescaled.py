@@ -5,13 +5,15 @@ def main(sm):
     from layersweep import pipeline
     from layersweep.io import write_parquet
     from layersweep.metrics import score_rescaled_shard
+    from layersweep.preprocess import preprocessing_for
 
     p = sm.params
     ids, crops = pipeline.shard_crops(sm.input.maps, sm.input.crops, sm.input.index)
     model, device = pipeline.fitted_model(sm.input, p.device, p.model)
     table = score_rescaled_shard(model, crops, sm.input.maps, crop_ids=ids, r=p.r, rtol=p.rtol,
                                  mask_space=p.mask_space, batch_size=p.batch_size, constant_eps=p.constant_eps,
-                                 device=device, precision=p.precision)
+                                 device=device, precision=p.precision,
+                                 preprocessing=preprocessing_for(p.model["source"]))
     write_parquet(table, sm.output[0])
 
 

@@ -172,14 +172,15 @@ def attribute_layers(model, images, targets, methods, layers, *, baselines=None,
 
 
 def attribute_crops(model, crops_uint8, targets, baselines_uint8, methods, layers, *, batch_size, max_pairs,
-                    device, attribute_to="output", precision="float32", progress=True):
+                    device, attribute_to="output", precision="float32", progress=True, preprocessing=None):
     """Stage helper: attribution maps of uint8 crops, batch by batch, results back on the CPU.
 
     The crops go to the device once, as uint8, and are normalised there batch by batch; the results come
     back once, when the shard is done.
 
     Args:
-        crops_uint8: np.uint8 (N, H, W, 3) RGB crops; preprocessed with `layersweep.preprocess.to_model_input`.
+        crops_uint8: np.uint8 (N, H, W, 3) RGB crops; preprocessed with `layersweep.preprocess.to_model_input`
+            and `preprocessing` (the model's, `preprocessing_for(model.source)`; None = torchvision's).
         targets: (N,) integer classes. baselines_uint8: np.uint8 (K, H, W, 3) or None (CAM methods only).
         device: a torch.device or a name ("auto", "cpu", "cuda[:N]"); the model is moved there.
         batch_size: crops per shared forward/backward; the other arguments as in `attribute_layers`.
@@ -191,8 +192,9 @@ def attribute_crops(model, crops_uint8, targets, baselines_uint8, methods, layer
     from tqdm import tqdm
 
     from ..device import resolve_device
-    from ..preprocess import to_model_input
+    from ..preprocess import TORCHVISION, to_model_input
 
+    preprocessing = TORCHVISION if preprocessing is None else preprocessing
     crops = np.asarray(crops_uint8)
     if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[-1] != 3:
         raise LayersweepError(f"crops must be a uint8 array (N, H, W, 3), not {crops.dtype} {crops.shape}.")
@@ -211,7 +213,7 @@ def attribute_crops(model, crops_uint8, targets, baselines_uint8, methods, layer
         base = np.asarray(baselines_uint8)
         if base.dtype != np.uint8 or base.ndim != 4 or base.shape[1:] != crops.shape[1:]:
             raise LayersweepError(f"baselines must be a uint8 array (K, {', '.join(map(str, crops.shape[1:]))}), not {base.dtype} {base.shape}.")
-        baselines = to_model_input(base, device)
+        baselines = to_model_input(base, device, preprocessing)
 
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # every batch of a shard has the crops' fixed size
@@ -223,7 +225,7 @@ def attribute_crops(model, crops_uint8, targets, baselines_uint8, methods, layer
     prob = torch.empty(n, dtype=torch.float32, device=device)
     maps: dict = {}
     for s in tqdm(range(0, n, batch_size), desc="attribution", unit="batch", disable=not progress):
-        images = to_model_input(crops_dev[s:s + batch_size], device)  # normalised on the device
+        images = to_model_input(crops_dev[s:s + batch_size], device, preprocessing)  # normalised on the device
         tgt = all_targets[s:s + batch_size]
         res, logits = _attribute(model, images, tgt, methods, layers, baselines=baselines,
                                  attribute_to=attribute_to, max_pairs=max_pairs, precision=precision)

@@ -19,7 +19,7 @@ from torchvision.transforms.functional import gaussian_blur
 from tqdm.auto import tqdm
 
 from ..errors import LayersweepError
-from ..preprocess import denormalize, normalize
+from ..preprocess import TORCHVISION, Preprocessing, denormalize, normalize
 
 MASK_SPACES = ("normalized", "pixel")
 
@@ -200,8 +200,10 @@ def crop_scores(model, x: torch.Tensor, targets, *, blur_kernel: int = 11, blur_
     return {"original": s[:n], "blurred": s[n:], "deleted": zero_probs[t], "blurred_images": blurred}
 
 
-def explanation_images(x: torch.Tensor, maps01: torch.Tensor, mask_space: str = "normalized") -> torch.Tensor:
-    """e = S * x (mask_space 'normalized', x the normalised tensor) or e = normalize(S * pixels) ('pixel').
+def explanation_images(x: torch.Tensor, maps01: torch.Tensor, mask_space: str = "normalized",
+                       preprocessing: Preprocessing = TORCHVISION) -> torch.Tensor:
+    """e = S * x (mask_space 'normalized', x the normalised tensor) or e = normalize(S * pixels) ('pixel'),
+    with the model's `preprocessing` (model.source) between pixels and x.
 
     x and maps01 are aligned (same first dimension); S is broadcast over the colour channels.
     """
@@ -209,12 +211,14 @@ def explanation_images(x: torch.Tensor, maps01: torch.Tensor, mask_space: str = 
     s = maps01[:, None].to(x.dtype)
     if mask_space == "normalized":
         return s * x
-    return normalize(s * denormalize(x))
+    return normalize(s * denormalize(x, preprocessing), preprocessing)
 
 
 def explanation_scores(model, x: torch.Tensor, maps01: torch.Tensor, targets, *, crop_index=None,
-                       mask_space: str = "normalized", batch_size: int = 256, progress=False) -> torch.Tensor:
-    """O = score of the explanation image of each map (M,), with the target class of the map's crop."""
+                       mask_space: str = "normalized", batch_size: int = 256, progress=False,
+                       preprocessing: Preprocessing = TORCHVISION) -> torch.Tensor:
+    """O = score of the explanation image of each map (M,), with the target class of the map's crop.
+    `preprocessing` (the model's, from model.source) matters only for mask_space 'pixel'."""
     check_mask_space(mask_space)
     ci = _as_index(crop_index, len(maps01), len(x), x.device)
     t = torch.as_tensor(targets, device=x.device).long()
@@ -222,7 +226,7 @@ def explanation_scores(model, x: torch.Tensor, maps01: torch.Tensor, targets, *,
 
     def make(i):
         c = ci[i]
-        return explanation_images(x[c], maps01[i], mask_space), t[c]
+        return explanation_images(x[c], maps01[i], mask_space, preprocessing), t[c]
 
     return _score_batches(model, len(maps01), make, batch_size, x.device, progress, "explanation")
 

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from ..device import resolve_device
 from ..errors import LayersweepError
 from ..precision import check_precision, precision_model
-from ..preprocess import to_model_input
+from ..preprocess import TORCHVISION, Preprocessing, to_model_input
 from .rescale import check_r, rescale_maps
 from .scoring import (average_drop_terms, check_mask_space, crop_scores, curve_counts, deletion_insertion,
                       explanation_scores, image_scores, increase_in_confidence_terms, normalize_maps)
@@ -73,7 +73,7 @@ def _device(device):
     return resolve_device(device) if isinstance(device, str) else torch.device(device)
 
 
-def _crop_inputs(crops_uint8, crop_ids, sh: dict, device):
+def _crop_inputs(crops_uint8, crop_ids, sh: dict, device, preprocessing: Preprocessing = TORCHVISION):
     """The normalised tensor of the shard's crops, in the shard's order."""
     crops = np.asarray(crops_uint8) if not isinstance(crops_uint8, torch.Tensor) else crops_uint8
     if crops.ndim != 4 or crops.shape[-1] != 3 or crops.dtype not in (np.uint8, torch.uint8):
@@ -91,7 +91,8 @@ def _crop_inputs(crops_uint8, crop_ids, sh: dict, device):
         if missing:
             raise LayersweepError(f"crop id '{missing[0]}' of {sh['name']} is absent from the crops.")
         rows = np.array([where[c] for c in ids], dtype=np.int64)
-    return to_model_input(crops[torch.as_tensor(rows) if isinstance(crops, torch.Tensor) else rows], device)
+    return to_model_input(crops[torch.as_tensor(rows) if isinstance(crops, torch.Tensor) else rows], device,
+                          preprocessing)
 
 
 def _layer_groups(layers, n_crops, n_pixels):
@@ -121,12 +122,12 @@ def _check_prob(sh, Y):
                       f"differs from the shard's prob ({sh['prob'][i]:.4f}); are the crops or the model different?")
 
 
-def _prepare(model, crops_uint8, shard, crop_ids, device):
+def _prepare(model, crops_uint8, shard, crop_ids, device, preprocessing):
     sh = read_shard(shard)
     dev = _device(device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # every forward of a shard has the crops' fixed size
-    x = _crop_inputs(crops_uint8, crop_ids, sh, dev)  # uint8 to the device once, normalised there
+    x = _crop_inputs(crops_uint8, crop_ids, sh, dev, preprocessing)  # uint8 to the device once, normalised there
     t = torch.as_tensor(sh["target"], device=dev)
     return sh, dev, x, t, model.to(dev).eval()
 
@@ -163,9 +164,10 @@ def _nonconstant_maps(sh, n, size, constant_eps, dev, constant, bar, forwards_pe
 def score_shard(model, crops_uint8, shard, *, crop_ids=None, mask_space: str = "normalized",
                 curve_points: int = 30, blur_kernel: int = 11, blur_sigma: float = 5.0, batch_size: int = 256,
                 constant_eps: float = 1e-6, device="auto", precision: str = "float32",
-                progress: bool = True) -> pd.DataFrame:
+                progress: bool = True, preprocessing: Preprocessing = TORCHVISION) -> pd.DataFrame:
     """AD term, IC indicator and deletion / insertion curves and AUCs of every map of one shard.
 
+    preprocessing: the model's (`preprocessing_for(model.source)`), from uint8 crops to its input.
     model: classifier returning logits (moved to `device` and put in eval mode). crops_uint8: (n, H, W, 3) uint8,
     either the shard's crops in its order (crop_ids=None) or any crops with their ids in `crop_ids`.
     shard: path of an attribution npz or the dict of its arrays (module docstring).
@@ -178,13 +180,14 @@ def score_shard(model, crops_uint8, shard, *, crop_ids=None, mask_space: str = "
     check_precision(precision, "metrics.precision")
     counts = curve_counts(curve_points, 1)
     P = len(counts)
-    sh, dev, x, t, model = _prepare(model, crops_uint8, shard, crop_ids, device)
+    sh, dev, x, t, model = _prepare(model, crops_uint8, shard, crop_ids, device, preprocessing)
     with precision_model(model, dev, precision) as net:
         return _score_plain(net, sh, dev, x, t, mask_space, P, blur_kernel, blur_sigma, batch_size, constant_eps,
-                            progress)
+                            progress, preprocessing)
 
 
-def _score_plain(model, sh, dev, x, t, mask_space, P, blur_kernel, blur_sigma, batch_size, constant_eps, progress):
+def _score_plain(model, sh, dev, x, t, mask_space, P, blur_kernel, blur_sigma, batch_size, constant_eps, progress,
+                 preprocessing):
     n, L = len(x), len(sh["layers"])
     size = tuple(x.shape[-2:])
     per_map = 1 + 2 * (P - 2)  # forwards per non-constant map: explanation image + interior curve points
@@ -201,7 +204,7 @@ def _score_plain(model, sh, dev, x, t, mask_space, P, blur_kernel, blur_sigma, b
         constant = torch.ones(L * n, dtype=torch.bool, device=dev)
         for maps01, ci, rows in _nonconstant_maps(sh, n, size, constant_eps, dev, constant, bar, per_map):
             O[rows] = explanation_scores(model, x, maps01, t, crop_index=ci, mask_space=mask_space,
-                                         batch_size=batch_size, progress=bar)
+                                         batch_size=batch_size, progress=bar, preprocessing=preprocessing)
             di = deletion_insertion(model, x, maps01, t, crop_index=ci, curve_points=P,
                                     batch_size=batch_size, base=base, progress=bar)
             dauc[rows], iauc[rows] = di["deletion_auc"], di["insertion_auc"]
@@ -226,7 +229,8 @@ def _score_plain(model, sh, dev, x, t, mask_space, P, blur_kernel, blur_sigma, b
 
 def score_rescaled_shard(model, crops_uint8, shard, *, r: float, rtol: float = 1e-4, crop_ids=None,
                          mask_space: str = "normalized", batch_size: int = 256, constant_eps: float = 1e-6,
-                         device="auto", precision: str = "float32", progress: bool = True) -> pd.DataFrame:
+                         device="auto", precision: str = "float32", progress: bool = True,
+                         preprocessing: Preprocessing = TORCHVISION) -> pd.DataFrame:
     """AD term and IC indicator of every map of one shard after rescaling it to sum r*H*W (`rescale_maps`).
 
     Deletion and insertion are not recomputed: rescaling keeps the pixel order. Arguments as `score_shard`.
@@ -236,12 +240,14 @@ def score_rescaled_shard(model, crops_uint8, shard, *, r: float, rtol: float = 1
     r = check_r(r)
     check_mask_space(mask_space)
     check_precision(precision, "metrics.precision")
-    sh, dev, x, t, model = _prepare(model, crops_uint8, shard, crop_ids, device)
+    sh, dev, x, t, model = _prepare(model, crops_uint8, shard, crop_ids, device, preprocessing)
     with precision_model(model, dev, precision) as net:
-        return _score_rescaled(net, sh, dev, x, t, r, rtol, mask_space, batch_size, constant_eps, progress)
+        return _score_rescaled(net, sh, dev, x, t, r, rtol, mask_space, batch_size, constant_eps, progress,
+                               preprocessing)
 
 
-def _score_rescaled(model, sh, dev, x, t, r, rtol, mask_space, batch_size, constant_eps, progress):
+def _score_rescaled(model, sh, dev, x, t, r, rtol, mask_space, batch_size, constant_eps, progress,
+                    preprocessing):
     n, L = len(x), len(sh["layers"])
     size = tuple(x.shape[-2:])
     bar = tqdm(total=n + n * L, desc=f"rescaled metrics {sh['method']} r={r:g}", unit="img", disable=not progress)
@@ -254,7 +260,7 @@ def _score_rescaled(model, sh, dev, x, t, r, rtol, mask_space, batch_size, const
         for maps01, ci, rows in _nonconstant_maps(sh, n, size, constant_eps, dev, constant, bar, 1):
             scaled, p[rows], clamped[rows] = rescale_maps(maps01, r, rtol)
             O[rows] = explanation_scores(model, x, scaled, t, crop_index=ci, mask_space=mask_space,
-                                         batch_size=batch_size, progress=bar)
+                                         batch_size=batch_size, progress=bar, preprocessing=preprocessing)
             del maps01, scaled
     finally:
         bar.close()
