@@ -51,6 +51,19 @@ def build_architecture(arch: str = "vgg11", source: str = "torchvision", n_class
     return model
 
 
+def build_features(arch: str = "vgg11", source: str = "torchvision") -> nn.Sequential:
+    """The `features` of build_architecture alone (its layer structure, for receptive fields and figure axes),
+    without the 120M-parameter classifier."""
+    check_arch(arch, source)
+    features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs[VGG_CFG[arch.removesuffix("_bn")]],
+                                                  batch_norm=arch.endswith("_bn"))
+    if source == "torchray_voc":
+        for m in features:
+            if isinstance(m, nn.MaxPool2d):
+                m.ceil_mode = True
+    return features
+
+
 def convert_torchray_state(state: dict, path) -> dict:
     """TorchRay's VGG16 state dict (a Caffe conversion) in torchvision's layout.
 

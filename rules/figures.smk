@@ -85,6 +85,7 @@ rule fig5:
         **figure_outputs(5),
     params:
         plot=plot_params(),
+        arch=ARCH,
         reference_json=FIGURES["reference_json"],
         methods=FIG_METHODS,
     log:
@@ -108,6 +109,7 @@ rule fig6:
         **figure_outputs(6),
     params:
         plot=plot_params(),
+        arch=ARCH,
         reference_json=FIGURES["reference_json"],
         r=FIGURES["rescale_r"],
         methods=FIG_METHODS,
@@ -132,6 +134,7 @@ rule fig7:
         **figure_outputs(7),
     params:
         plot=plot_params(),
+        arch=ARCH,
         r=FIGURES["rescale_r"],
         compare=list(COMPARE),
     log:

@@ -5,12 +5,12 @@ def main(sm):
     from layersweep import figures, pipeline
     from layersweep.data import read_split
     from layersweep.layers import layer_specs
-    from layersweep.model import build_architecture
+    from layersweep.model import build_features
 
     p = sm.params
     crops, index = read_split(sm.input.crops, sm.input.index, mmap_mode="r")
     crop, _ = pipeline.select(crops, index, pipeline.example_crop_ids(index, 1, p.seed))
-    figures.fig3(crop[0], layer_specs(build_architecture(**p.arch).features), p.layers, sm.output.pdf, sm.output.png,
+    figures.fig3(crop[0], layer_specs(build_features(**p.arch)), p.layers, sm.output.pdf, sm.output.png,
                  sm.output.table, **p.plot)
 
 

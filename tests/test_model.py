@@ -183,3 +183,15 @@ def test_receptive_fields_of_the_other_archs():
     assert (plain[-1].rf_size, plain[-1].jump, plain[-1].offset) == (212, 32, -90)
     assert len(bn) == len(plain) + 13 and bn[1].kind == "BatchNorm2d" and bn[1].rf_size == bn[0].rf_size
     assert [s.rf_size for s in bn if s.kind != "BatchNorm2d"] == [s.rf_size for s in plain]
+
+
+@pytest.mark.parametrize("arch", ["vgg11", "vgg13_bn", "vgg19"])
+def test_build_features_is_the_arch_s_own(arch):
+    from torchvision import models
+
+    from layersweep.model import build_features
+
+    with torch.device("meta"):  # the structure only
+        assert str(build_features(arch)) == str(getattr(models, arch)(weights=None).features)
+    ceil = [m.ceil_mode for m in build_features("vgg16", "torchray_voc") if isinstance(m, torch.nn.MaxPool2d)]
+    assert ceil == [True] * 5
