@@ -1,7 +1,14 @@
-"""The crop stage: one sample per non-difficult VOC object, plus the seeded evaluation subset and baselines.
+"""The data stage: the samples of a VOC split, plus the seeded evaluation subset and baselines.
 
-A crop's id is f"{image_id}_{object_index:02d}" with object_index the object's position among ALL the
-<object> elements of its annotation, so an id never depends on which other crops were kept or drawn.
+Two kinds of sample (config key 'data.samples'), written to the same files with the same index columns:
+- crops: one sample per non-difficult VOC object, the object's box resized to crop_size x crop_size. Its id
+  is f"{image_id}_{object_index:02d}" with object_index the object's position among ALL the <object>
+  elements of its annotation, so an id never depends on which other crops were kept or drawn.
+- images: one sample per (image, class with a non-difficult object in it), the whole image resized to
+  crop_size x crop_size; its id is f"{image_id}_c{label:02d}" and its `boxes` column lists every
+  non-difficult box of that class, rescaled to the resized image (float [xmin, ymin, xmax, ymax], 0-based,
+  half-open), for the pointing game. xmin..ymax then hold the whole image (the region the sample shows).
+The column `crop_id` keeps its name in both modes: it is the stable sample id every later stage uses.
 """
 from __future__ import annotations
 
@@ -22,6 +29,30 @@ from .voc import CLASS_TO_LABEL, annotation_path, brief, image_path, parse_annot
 
 INDEX_COLUMNS = ["crop_id", "image_id", "object_index", "class_name", "label",
                  "xmin", "ymin", "xmax", "ymax", "truncated", "split"]
+SAMPLES = ("crops", "images")
+BOXES_COLUMN = "boxes"  # image mode only: the sample's class boxes in the resized image's pixel coordinates
+
+
+def sample_id(image_id: str, label: int) -> str:
+    """The id of an image-mode sample: one image explained for one class."""
+    return f"{image_id}_c{label:02d}"
+
+
+def check_samples(samples: str) -> str:
+    if samples not in SAMPLES:
+        raise LayersweepError(f"config key 'data.samples' has the unknown value {samples!r}; use 'crops' or 'images'.")
+    return samples
+
+
+def rescale_boxes(boxes, width: int, height: int, size: int, path) -> list[list[float]]:
+    """0-based half-open boxes of a width x height image in the coordinates of its size x size resize."""
+    out = []
+    for xmin, ymin, xmax, ymax in boxes:
+        if not (0 <= xmin < xmax <= width and 0 <= ymin < ymax <= height):
+            raise LayersweepError(f"The VOC annotation {path} has the box {(xmin, ymin, xmax, ymax)} (0-based, half-open), which is empty or outside the {width}x{height} image.")
+        sx, sy = size / width, size / height
+        out.append([xmin * sx, ymin * sy, xmax * sx, ymax * sy])
+    return out
 
 
 def crop_id(image_id: str, object_index: int) -> str:
@@ -37,15 +68,18 @@ def crop_object(image: Image.Image, box: tuple[int, int, int, int], crop_size: i
     return np.asarray(image.crop(box).resize((crop_size, crop_size), Image.BILINEAR), dtype=np.uint8)
 
 
-def build_split(voc2007_dir, split: str, crop_size: int, *, progress: bool = True) -> tuple[np.ndarray, pd.DataFrame]:
-    """Crops (N, S, S, 3) uint8 and their index (sorted by crop_id) for the non-difficult objects of a split.
+def build_split(voc2007_dir, split: str, crop_size: int, *, samples: str = "crops",
+                progress: bool = True) -> tuple[np.ndarray, pd.DataFrame]:
+    """Samples (N, S, S, 3) uint8 and their index (sorted by crop_id) of a split (module docstring).
 
-    Index columns: crop_id, image_id, object_index, class_name, label, xmin, ymin, xmax, ymax (the box in
-    0-based half-open pixel coordinates of the original image, i.e. VOC's xmin-1, ymin-1, xmax, ymax),
-    truncated, split.
+    Index columns: crop_id, image_id, object_index, class_name, label, xmin, ymin, xmax, ymax (the region
+    shown, in 0-based half-open pixel coordinates of the original image, i.e. VOC's xmin-1, ymin-1, xmax,
+    ymax), truncated, split; `samples='images'` adds `boxes`, and object_index is -1 (no single object)
+    and truncated says whether any of the boxes is.
     """
     if not isinstance(crop_size, (int, np.integer)) or crop_size < 1:
         raise LayersweepError(f"config key 'data.crop_size' must be a positive integer, not {crop_size!r}.")
+    check_samples(samples)
     voc2007_dir = Path(voc2007_dir)
     image_ids = sorted(set(read_split_ids(voc2007_dir, split)))
 
@@ -61,11 +95,20 @@ def build_split(voc2007_dir, split: str, crop_size: int, *, progress: bool = Tru
             raise LayersweepError(f"The VOC image {img_path} listed in the '{split}' split does not exist.")
         kept = [o for o in ann.objects if not o.difficult]
         annotations.append((ann, kept))
+        if samples == "images":
+            for label in sorted({o.label for o in kept}):
+                of_class = [o for o in kept if o.label == label]
+                boxes = rescale_boxes([o.box for o in of_class], ann.width, ann.height, crop_size,
+                                      annotation_path(voc2007_dir, image_id))
+                rows.append((sample_id(image_id, label), image_id, -1, of_class[0].name, label,
+                             0, 0, ann.width, ann.height, any(o.truncated for o in of_class), split, boxes))
+            continue
         for o in kept:
             xmin, ymin, xmax, ymax = o.box
             rows.append((crop_id(image_id, o.index), image_id, o.index, o.name, CLASS_TO_LABEL[o.name],
                          xmin, ymin, xmax, ymax, o.truncated, split))
-    index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
+    columns = INDEX_COLUMNS + ([BOXES_COLUMN] if samples == "images" else [])
+    index = pd.DataFrame(rows, columns=columns)
     index = index.astype({"object_index": "int64", "label": "int64", "xmin": "int64", "ymin": "int64",
                           "xmax": "int64", "ymax": "int64", "truncated": "bool"})
     index = index.sort_values("crop_id", kind="stable").reset_index(drop=True)
@@ -90,9 +133,21 @@ def build_split(voc2007_dir, split: str, crop_size: int, *, progress: bool = Tru
                 f"The VOC image {img_path} is {image.size[0]}x{image.size[1]} but its annotation "
                 f"{annotation_path(voc2007_dir, ann.image_id)} says {ann.width}x{ann.height}."
             )
+        if samples == "images":  # the whole image, resized as the crops are (PIL bilinear, antialiased)
+            whole = crop_object(image, (0, 0, ann.width, ann.height), crop_size)
+            for label in {o.label for o in kept}:
+                crops[position[sample_id(ann.image_id, label)]] = whole
+            continue
         for o in kept:
             crops[position[crop_id(ann.image_id, o.index)]] = crop_object(image, o.box, crop_size)
     return crops, index
+
+
+def sample_boxes(index: pd.DataFrame) -> list[np.ndarray]:
+    """The `boxes` column of an image-mode index as one float64 (k, 4) array per row."""
+    if BOXES_COLUMN not in index.columns:
+        raise LayersweepError("the test index has no 'boxes' column: boxes exist only with config key 'data.samples: images'.")
+    return [np.asarray([list(b) for b in boxes], dtype=np.float64).reshape(-1, 4) for boxes in index[BOXES_COLUMN]]
 
 
 def write_split(crops: np.ndarray, index: pd.DataFrame, crops_path, index_path) -> None:
@@ -106,9 +161,10 @@ def write_split(crops: np.ndarray, index: pd.DataFrame, crops_path, index_path) 
         index.to_parquet(tmp_index, index=False)
 
 
-def make_split(voc2007_dir, split: str, crop_size: int, crops_path, index_path, *, progress: bool = True) -> pd.DataFrame:
+def make_split(voc2007_dir, split: str, crop_size: int, crops_path, index_path, *, samples: str = "crops",
+               progress: bool = True) -> pd.DataFrame:
     """build_split then write_split (what the pipeline's crop rule runs); on bad input nothing is written."""
-    crops, index = build_split(voc2007_dir, split, crop_size, progress=progress)
+    crops, index = build_split(voc2007_dir, split, crop_size, samples=samples, progress=progress)
     try:
         write_split(crops, index, crops_path, index_path)
     except BaseException:

@@ -1,4 +1,6 @@
-# VOC annotations -> one uint8 array of 224x224 object crops per split, plus a parquet index.
+# VOC annotations -> one uint8 array of crop_size x crop_size samples per split, plus a parquet index.
+# data.samples (crops | images) applies to the evaluated test split; the head is trained, and DeepLiftShap's
+# baselines drawn, on object crops of train / val in both modes.
 
 
 # A checkpoint so that `n_images: all` can count the test crops; with a number it acts as a plain rule.
@@ -10,6 +12,7 @@ checkpoint crops:
     params:
         voc_dir=VOC_DIR,
         crop_size=DATA["crop_size"],
+        samples=lambda wc: DATA["samples"] if wc.split == "test" else "crops",
     log:
         log_of("crops", "split"),
     benchmark:

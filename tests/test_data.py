@@ -297,3 +297,78 @@ def test_baseline_crop_ids():
     assert sorted(baseline_crop_ids(train, val, 42, seed=0)) == sorted(pd.concat([train, val])["crop_id"])
     with pytest.raises(LayersweepError, match=r"'attribution\.n_baselines' is 43 but trainval has only 42"):
         baseline_crop_ids(train, val, 43, seed=0)
+
+
+# --- image mode (data.samples: images) ----------------------------------------------------------------
+
+def check_images(voc, split, size):
+    """Image mode against a naive reading: minidom boxes grouped by class, rescaled by hand, PIL resize."""
+    crops, index = build_split(voc, split, size, samples="images", progress=False)
+    assert list(index.columns) == INDEX_COLUMNS + ["boxes"]
+    assert crops.dtype == np.uint8 and crops.shape == (len(index), size, size, 3)
+    expected = {}
+    for image_id in sorted(read_split_ids(voc, split)):
+        with Image.open(image_path(voc, image_id)) as im:
+            width, height = im.size
+            whole = np.array(im.convert("RGB").resize((size, size), Image.BILINEAR))
+        for _, name, (xmin, ymin, xmax, ymax), difficult, truncated in raw_objects(voc, image_id):
+            if difficult:
+                continue
+            label = CLASS_TO_LABEL[name]
+            e = expected.setdefault(f"{image_id}_c{label:02d}", dict(image_id=image_id, name=name, label=label,
+                                                                     boxes=[], truncated=False, pixels=whole,
+                                                                     size=(width, height)))
+            # VOC's 1-based inclusive box -> 0-based half-open, then scaled by size / width, size / height
+            e["boxes"].append([(xmin - 1) * size / width, (ymin - 1) * size / height,
+                               xmax * size / width, ymax * size / height])
+            e["truncated"] |= truncated
+    assert index["crop_id"].tolist() == sorted(expected)
+    for row, boxes, pixels in zip(index.itertuples(), data.sample_boxes(index), crops):
+        e = expected[row.crop_id]
+        assert (row.image_id, row.class_name, row.label, row.object_index) == (e["image_id"], e["name"], e["label"], -1)
+        assert (row.xmin, row.ymin, row.xmax, row.ymax) == (0, 0) + e["size"] and row.truncated == e["truncated"]
+        np.testing.assert_allclose(boxes, np.array(e["boxes"]), rtol=0, atol=1e-9)
+        assert ((boxes >= 0) & (boxes <= size)).all()
+        np.testing.assert_array_equal(pixels, e["pixels"])
+    return crops, index
+
+
+def test_image_mode_on_synthetic(synth, tmp_path):
+    _, index = check_images(synth, "test", 48)
+    assert index["image_id"].duplicated().any()  # some synthetic image holds two classes: one sample each
+    # written and read back through the same files as crop mode; parquet keeps the nested boxes
+    make_split(synth, "test", 48, tmp_path / "test_crops.npy", tmp_path / "test.parquet", samples="images",
+               progress=False)
+    crops, back = read_split(tmp_path / "test_crops.npy", tmp_path / "test.parquet")
+    for a, b in zip(data.sample_boxes(back), data.sample_boxes(index)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(LayersweepError, match=r"no 'boxes' column.*'data\.samples: images'"):
+        data.sample_boxes(build_split(synth, "test", 48, progress=False)[1])
+
+
+@needs_fixture
+def test_image_mode_on_real_voc():
+    _, index = check_images(REAL_VOC, "test", 40)
+    assert len(index) > 0
+    # 000009 (val) holds a horse and three people (non-difficult): two samples, 1 + 3 boxes
+    _, val = check_images(REAL_VOC, "val", 40)
+    nine = val[val["image_id"] == "000009"]
+    assert nine["crop_id"].tolist() == ["000009_c12", "000009_c14"]
+    assert [len(b) for b in data.sample_boxes(nine)] == [1, 3]
+
+
+def test_image_mode_box_outside_the_image_names_the_file(synth_copy, tmp_path):
+    image_id = sorted(read_split_ids(synth_copy, "test"))[0]
+    xml = annotation_path(synth_copy, image_id)
+    width = int(re.search(r"<width>(\d+)</width>", xml.read_text()).group(1))
+    xml.write_text(re.sub(r"<xmax>\d+</xmax>", f"<xmax>{width + 5}</xmax>", xml.read_text(), count=1))
+    out = tmp_path / "out"
+    with pytest.raises(LayersweepError) as err:
+        make_split(synth_copy, "test", 32, out / "test_crops.npy", out / "test.parquet", samples="images",
+                   progress=False)
+    assert_one_sentence(err.value, xml)
+    assert "outside" in str(err.value) and not out.exists()
+    with pytest.raises(LayersweepError, match=r"'data\.samples' has the unknown value 'boxes'"):
+        build_split(synth_copy, "test", 32, samples="boxes")
+    with pytest.raises(LayersweepError, match=r"annotation .*000\.xml has the box \(0, 0, 40, 30\)"):
+        data.rescale_boxes([(0, 0, 40, 30)], 32, 32, 16, Path("x/000.xml"))

@@ -259,6 +259,28 @@ def test_eval_shard_and_select_refuse_what_the_test_split_lacks(demo_run):
         pipeline.crops_by_id(crops, index, [ids[0], "nosuch_9"])
 
 
+def test_image_mode_reruns_the_test_data_and_what_follows(demo_run):
+    """data.samples applies to the test split: its data stage reruns, the train / val crops do not."""
+    work = demo_run["work"]
+    cfg = with_config(work, "images", lambda c: c["data"].update(samples="images"))
+    proc = snakemake(work, "-n", "--configfile", cfg)
+    jobs = planned_jobs(proc)
+    outputs = " ".join(re.findall(r"output: (.*)", proc.stdout))
+    assert jobs["crops"] == 1 and "results/data/test_crops.npy" in outputs
+    assert "train_crops" not in outputs and "val_crops" not in outputs
+    assert jobs["attribution"] == 2 and jobs["metrics"] == 2 and jobs["metrics_rescaled"] == 2
+    assert jobs["fig2"] == 1 and jobs["fig3"] == 1 and jobs["fig5"] == 1
+    assert jobs["frozen_features"] == 1  # only the test features (the head's test accuracy)
+
+
+def test_other_arch_reruns_the_model_not_the_data(demo_run):
+    work = demo_run["work"]
+    cfg = with_config(work, "bn", lambda c: c["model"].update(arch="vgg11_bn"))
+    jobs = planned_jobs(snakemake(work, "-n", "--configfile", cfg))
+    assert "crops" not in jobs and jobs["frozen_features"] == 3 and jobs["train_head"] == 1
+    assert jobs["attribution"] == 2 and jobs["fig4"] == 1 and jobs["fig3"] == 1  # the arch's receptive fields
+
+
 def test_bad_config_value_stops_with_one_sentence(demo_run):
     work = demo_run["work"]
     cfg = with_config(work, "bad", lambda c: c["metrics"].update(curve_points=1))
