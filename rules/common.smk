@@ -71,10 +71,14 @@ def voc_ready():
 
 
 def _model_checks():
-    from layersweep.model import check_arch, checkpoint_key, needs_head_training
+    from layersweep.layers import parse_layers
+    from layersweep.model import build_features, check_arch, checkpoint_key, needs_head_training
 
     try:
         check_arch(MODEL["arch"], MODEL["source"])
+        n_layers = len(build_features(MODEL["arch"], MODEL["source"]))  # the layer indices of model.arch
+        parse_layers(ATTR["layers"], n_layers)
+        parse_layers(config["figures"]["fig3_layers"], n_layers, key="figures.fig3_layers")
     except LayersweepError as exc:
         sys.exit(f"layersweep: {exc}")
     key = checkpoint_key(MODEL["arch"], MODEL["source"])
