@@ -281,6 +281,19 @@ def test_other_arch_reruns_the_model_not_the_data(demo_run):
     assert jobs["attribution"] == 2 and jobs["fig4"] == 1 and jobs["fig3"] == 1  # the arch's receptive fields
 
 
+def test_layers_are_checked_against_the_arch(demo_run):
+    work = demo_run["work"]
+    cfg = with_config(work, "layer25", lambda c: c["attribution"].update(layers=[25]))
+    proc = snakemake(work, "-n", "--configfile", cfg, check=False)
+    assert proc.returncode != 0 and "'attribution.layers' names layer 25, outside 0..20" in proc.stderr
+
+    def vgg16_layer25(c):
+        c["attribution"].update(layers=[25])
+        c["model"].update(arch="vgg16")
+
+    assert planned_jobs(snakemake(work, "-n", "--configfile", with_config(work, "vgg16", vgg16_layer25)))["attribution"] == 2
+
+
 def test_bad_config_value_stops_with_one_sentence(demo_run):
     work = demo_run["work"]
     cfg = with_config(work, "bad", lambda c: c["metrics"].update(curve_points=1))
