@@ -268,7 +268,7 @@ def test_image_mode_reruns_the_test_data_and_what_follows(demo_run):
     outputs = " ".join(re.findall(r"output: (.*)", proc.stdout))
     assert jobs["crops"] == 1 and "results/data/test_crops.npy" in outputs
     assert "train_crops" not in outputs and "val_crops" not in outputs
-    assert jobs["attribution"] == 2 and jobs["metrics"] == 2 and jobs["metrics_rescaled"] == 2
+    assert jobs["attribution"] == 4 and jobs["metrics"] == 4 and jobs["metrics_rescaled"] == 4  # 2 methods x 2 shards
     assert jobs["fig2"] == 1 and jobs["fig3"] == 1 and jobs["fig5"] == 1
     assert jobs["frozen_features"] == 1  # only the test features (the head's test accuracy)
 
@@ -278,7 +278,7 @@ def test_other_arch_reruns_the_model_not_the_data(demo_run):
     cfg = with_config(work, "bn", lambda c: c["model"].update(arch="vgg11_bn"))
     jobs = planned_jobs(snakemake(work, "-n", "--configfile", cfg))
     assert "crops" not in jobs and jobs["frozen_features"] == 3 and jobs["train_head"] == 1
-    assert jobs["attribution"] == 2 and jobs["fig4"] == 1 and jobs["fig3"] == 1  # the arch's receptive fields
+    assert jobs["attribution"] == 4 and jobs["fig4"] == 1 and jobs["fig3"] == 1  # the arch's receptive fields
 
 
 def test_layers_are_checked_against_the_arch(demo_run):
@@ -291,7 +291,7 @@ def test_layers_are_checked_against_the_arch(demo_run):
         c["attribution"].update(layers=[25])
         c["model"].update(arch="vgg16")
 
-    assert planned_jobs(snakemake(work, "-n", "--configfile", with_config(work, "vgg16", vgg16_layer25)))["attribution"] == 2
+    assert planned_jobs(snakemake(work, "-n", "--configfile", with_config(work, "vgg16", vgg16_layer25)))["attribution"] == 4
 
 
 def test_bad_config_value_stops_with_one_sentence(demo_run):
