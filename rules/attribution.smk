@@ -15,13 +15,17 @@ rule attribution:
     params:
         model=MODEL_SPEC,
         shard=shard_params,
-        layers=ATTR["layers"],
+        layers=lambda wc: method_layers(wc.method),
+        options=lambda wc: method_options(wc.method),
         attribute_to=ATTR["attribute_to"],
         n_baselines=ATTR["n_baselines"],
         batch_size=ATTR["batch_size"],
         max_pairs=ATTR["max_pairs"],
         store_dtype=ATTR["store_dtype"],
         precision=ATTR["precision"],
+        dtype=ATTR["dtype"],
+        perturb_batch=ATTR["perturb_batch"],
+        store_weights=ATTR["store_weights"],
         device=config["device"],
     log:
         log_of("attribution", "method", "k"),

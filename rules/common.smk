@@ -35,6 +35,32 @@ try:
     COMPARE = compare_pair(config)  # fig7 and the paired differences: COMPARE[0] minus COMPARE[1]
 except LayersweepError as exc:
     sys.exit(f"layersweep: {exc}")
+
+
+def _checked_method_options():
+    """{method: its options (defaults + config)} for every configured method; a bad option exits in one sentence."""
+    from layersweep.attribution.registry import method_options as resolve
+
+    stray = sorted(set(ATTR["options"]) - set(METHODS))
+    if stray:
+        sys.exit(f"layersweep: config key 'attribution.options.{stray[0]}' names a method that is not in 'attribution.methods'.")
+    try:
+        return {m: resolve(m, ATTR["options"].get(m)) for m in METHODS}
+    except LayersweepError as exc:
+        sys.exit(f"layersweep: {exc}")
+
+
+METHOD_OPTIONS = _checked_method_options()
+
+
+def method_options(method):
+    """The options of one method only: a rule's params, so that changing them reruns only its shards."""
+    return METHOD_OPTIONS[method]
+
+
+def method_layers(method):
+    """`attribution.options.<method>.layers` if given, else `attribution.layers`."""
+    return ATTR["options"].get(method, {}).get("layers", ATTR["layers"])
 RESCALE_RS = [r_label(r) for r in config["rescale"]["r"]]
 
 ENV = "../envs/layersweep.yaml"  # for --software-deployment-method conda; the venv has the same pins

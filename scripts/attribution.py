@@ -15,9 +15,12 @@ def main(sm):
     method = sm.wildcards.method
     out = attribute_crops(model, crops, labels, base, [method], layers, batch_size=p.batch_size,
                           max_pairs=p.max_pairs, device=device, attribute_to=p.attribute_to,
-                          precision=p.precision, preprocessing=preprocessing_for(p.model["source"]))
+                          precision=p.precision, preprocessing=preprocessing_for(p.model["source"]),
+                          options={method: dict(p.options)},
+                          seed=p.shard["seed"], crop_ids=ids, perturb_batch=p.perturb_batch, dtype=p.dtype,
+                          return_weights=p.store_weights)
     write_attribution_shard(sm.output[0], method, ids, labels, out["logit"], out["prob"], out["maps"][method],
-                            p.store_dtype)
+                            p.store_dtype, weights_by_layer=out["weights"].get(method) if p.store_weights else None)
 
 
 run_script(snakemake, main)

@@ -304,6 +304,18 @@ def test_bad_config_value_stops_with_one_sentence(demo_run):
     proc = snakemake(work, "-n", "--configfile", cfg, check=False)
     assert proc.returncode != 0 and "unknown method 'nosuchcam'" in proc.stderr
 
+    def option(name, value):
+        def edit(c):
+            c["attribution"]["methods"].append("shapcam_pi")
+            c["attribution"]["options"] = {"shapcam_pi": {name: value}}
+        return with_config(work, f"option_{name}", edit)
+
+    proc = snakemake(work, "-n", "--configfile", option("samples", 3), check=False)
+    assert proc.returncode != 0
+    assert "'attribution.options.shapcam_pi.samples' is not an option of method 'shapcam_pi'" in proc.stderr
+    proc = snakemake(work, "-n", "--configfile", option("orderings", 0), check=False)
+    assert proc.returncode != 0 and "'attribution.options.shapcam_pi.orderings' is invalid" in proc.stderr
+
 
 def test_real_config_offline_stops_with_one_sentence_and_leaves_nothing(tmp_path):
     """The real config with no network and no local copies: the download says which file and which key."""

@@ -10,7 +10,8 @@ from ..errors import LayersweepError
 from ..precision import amp_dtype as precision_dtype
 from .network import NONLINEAR, build_ops, num_classes
 from .passes import deeplift_pass, gradient_pass
-from .registry import get_method
+from .perturb import deeplift0_pass, perturb_pass
+from .registry import get_method, method_options
 
 ATTRIBUTE_TO = ("output", "input")
 
@@ -83,33 +84,70 @@ def _check_tensors(model, images, targets, baselines, need_baselines, n_classes)
     return targets, baselines
 
 
+def _check_count(value, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise LayersweepError(f"{key.split('.')[-1]} is {value!r}; it must be an integer >= 1 (config key '{key}').")
+    return int(value)
+
+
 def _attribute(model, images, targets, methods, layers, *, baselines=None, attribute_to="output",
-               max_pairs=64, precision="float32"):
-    """attribute_layers plus the target logits (B, n_classes) of the forward it ran."""
+               max_pairs=64, precision="float32", options=None, seed=0, crop_ids=None, perturb_batch=64,
+               return_weights=False):
+    """attribute_layers plus the target logits (B, n_classes) of the forward it ran (and the weights)."""
     if attribute_to not in ATTRIBUTE_TO:
         raise LayersweepError(f"attribute_to is {attribute_to!r}; use 'output' or 'input' (config key 'attribution.attribute_to').")
-    if isinstance(max_pairs, bool) or not isinstance(max_pairs, (int, np.integer)) or max_pairs < 1:
-        raise LayersweepError(f"max_pairs is {max_pairs!r}; it must be an integer >= 1 (config key 'attribution.max_pairs').")
+    max_pairs = _check_count(max_pairs, "attribution.max_pairs")
+    perturb_batch = _check_count(perturb_batch, "attribution.perturb_batch")
     ops, n_features = build_ops(model)
     n_classes = num_classes(ops)
     methods = _check_methods(methods)
     layers = _check_layers(layers, n_features)
     _check_layer_kinds(methods, layers, ops, attribute_to)
-    by_pass = {kind: {m.name: m.fn for m in methods if m.pass_kind == kind} for kind in ("gradient", "deeplift")}
+    options = dict(options or {})
+    unknown = sorted(set(options) - {m.name for m in methods})
+    if unknown:
+        raise LayersweepError(f"options are given for {unknown[0]!r}, which is not among the requested methods.")
+    opts = {m.name: method_options(m.name, options.get(m.name)) for m in methods}
+    if crop_ids is None:
+        crop_ids = list(range(images.shape[0]))
+    if len(crop_ids) != images.shape[0]:
+        raise LayersweepError(f"{len(crop_ids)} crop ids for {images.shape[0]} images; give one id per image.")
+    by_pass = {kind: {m.name: m.fn for m in methods if m.pass_kind == kind}
+               for kind in ("gradient", "deeplift", "deeplift0", "perturb")}
     targets, baselines = _check_tensors(model, images, targets, baselines, bool(by_pass["deeplift"]), n_classes)
     amp = precision_dtype(precision, images.device, "attribution.precision")
 
     results = {m.name: {} for m in methods}
+    weights = {m.name: {} for m in methods if m.weights}
     logits = None
-    if by_pass["gradient"]:
-        # the input of features[l] is the output of features[l-1]; plain gradients are the same there
-        pos = {layer: layer if (attribute_to == "output" or layer == -1) else layer - 1 for layer in layers}
-        gradient_methods = {m.name: m for m in methods if m.pass_kind == "gradient"}
-        maps, logits, _weights = gradient_pass(ops, images, targets, set(pos.values()), gradient_methods,
-                                               amp_dtype=amp)
+    # the input of features[l] is the output of features[l-1] (for every pass but the DeepLift one)
+    pos = {layer: layer if (attribute_to == "output" or layer == -1) else layer - 1 for layer in layers}
+
+    def collect(kind, maps, pass_weights):
         for layer, p in pos.items():
-            for name in by_pass["gradient"]:
+            for name in by_pass[kind]:
                 results[name][layer] = maps[p][name]
+                if name in weights:
+                    weights[name][layer] = pass_weights[p][name]
+
+    if by_pass["gradient"]:
+        gradient_methods = {m.name: m for m in methods if m.pass_kind == "gradient"}
+        maps, logits, pass_weights = gradient_pass(ops, images, targets, set(pos.values()), gradient_methods,
+                                                   amp_dtype=amp)
+        collect("gradient", maps, pass_weights)
+    if by_pass["deeplift0"]:
+        maps, pass_weights, dl0_logits = deeplift0_pass(ops, n_features, images, targets, set(pos.values()),
+                                                        by_pass["deeplift0"], n_classes=n_classes,
+                                                        max_pairs=max_pairs, mm_dtype=amp)
+        logits = dl0_logits if logits is None else logits
+        collect("deeplift0", maps, pass_weights)
+    if by_pass["perturb"]:
+        perturb_methods = {m.name: m for m in methods if m.pass_kind == "perturb"}
+        maps, pass_weights, p_logits = perturb_pass(ops, n_features, images, targets, set(pos.values()),
+                                                    perturb_methods, options=opts, seed=seed, crop_ids=crop_ids,
+                                                    perturb_batch=perturb_batch, mm_dtype=amp)
+        logits = p_logits if logits is None else logits
+        collect("perturb", maps, pass_weights)
     if by_pass["deeplift"]:
         site = {}
         for layer in layers:
@@ -136,11 +174,15 @@ def _attribute(model, images, targets, methods, layers, *, baselines=None, attri
         return t
 
     results = {name: {layer: own(t) for layer, t in sorted(per.items())} for name, per in results.items()}
+    weights = {name: {layer: own(t) for layer, t in sorted(per.items())} for name, per in weights.items()}
+    if return_weights:
+        return results, logits.to(out_dtype), weights
     return results, logits.to(out_dtype)
 
 
 def attribute_layers(model, images, targets, methods, layers, *, baselines=None, attribute_to="output",
-                     max_pairs=64, precision="float32"):
+                     max_pairs=64, precision="float32", options=None, seed=0, crop_ids=None, perturb_batch=64,
+                     return_weights=False):
     """Attribution maps of every (method, layer) for a batch, all layers of a method family in one pass.
 
     Args:
@@ -160,19 +202,28 @@ def attribute_layers(model, images, targets, methods, layers, *, baselines=None,
             bounds its peak memory; results do not depend on it.
         precision: "float32" (default, exact), "bf16" or "float16": the convolutions and matmuls of the pass
             run in that dtype (autocast) on CUDA and on the CPU; maps and logits come back in float32.
+        options: {method: {option: value}} (config `attribution.options`); missing ones take the defaults.
+        seed, crop_ids: the sampling methods seed each crop from (seed, crop id, method, layer group);
+            crop_ids defaults to the row numbers 0..B-1.
+        perturb_batch: rows per tail / full forward of the perturbation methods (bounds their memory).
+        return_weights: also return {method: {layer: (B, C_l)}} channel weights of the methods that have them.
 
     Returns:
-        {method: {layer: Tensor (B, H_l, W_l)}} on images.device, float32 (float64 for float64 images).
+        {method: {layer: Tensor (B, H_l, W_l)}} on images.device, float32 (float64 for float64 images)
+        (and the weights, with `return_weights`).
         `deepliftshap` equals captum's `LayerDeepLiftShap(model, features[l]).attribute(images, baselines,
         target=targets).sum(1)` (`DeepLiftShap` for layer -1); `gradcampp` equals pytorch-grad-cam's
         `GradCAMPlusPlus(model, [features[l]])` cam before `scale_cam_image` (after `np.maximum(cam, 0)`).
     """
-    return _attribute(model, images, targets, methods, layers, baselines=baselines, attribute_to=attribute_to,
-                      max_pairs=max_pairs, precision=precision)[0]
+    out = _attribute(model, images, targets, methods, layers, baselines=baselines, attribute_to=attribute_to,
+                     max_pairs=max_pairs, precision=precision, options=options, seed=seed, crop_ids=crop_ids,
+                     perturb_batch=perturb_batch, return_weights=return_weights)
+    return (out[0], out[2]) if return_weights else out[0]
 
 
 def attribute_crops(model, crops_uint8, targets, baselines_uint8, methods, layers, *, batch_size, max_pairs,
-                    device, attribute_to="output", precision="float32", progress=True, preprocessing=None):
+                    device, attribute_to="output", precision="float32", progress=True, preprocessing=None,
+                    options=None, seed=0, crop_ids=None, perturb_batch=64, dtype="float32", return_weights=False):
     """Stage helper: attribution maps of uint8 crops, batch by batch, results back on the CPU.
 
     The crops go to the device once, as uint8, and are normalised there batch by batch; the results come
@@ -184,10 +235,14 @@ def attribute_crops(model, crops_uint8, targets, baselines_uint8, methods, layer
         targets: (N,) integer classes. baselines_uint8: np.uint8 (K, H, W, 3) or None (CAM methods only).
         device: a torch.device or a name ("auto", "cpu", "cuda[:N]"); the model is moved there.
         batch_size: crops per shared forward/backward; the other arguments as in `attribute_layers`.
+        crop_ids: (N,) stable ids (default 0..N-1): with `seed`, they seed the sampling methods per crop, so
+            the values of a crop do not depend on the batch size or on the other crops.
+        dtype: "float32" or "float64" (config `attribution.dtype`): the model and crops are cast to it.
 
     Returns:
         {"logit": float32 (N,) target logit, "prob": float32 (N,) softmax probability of the target,
-         "maps": {method: {layer: float32 (N, H_l, W_l)}}}.
+         "maps": {method: {layer: float32 (N, H_l, W_l)}},
+         "weights": {method: {layer: float32 (N, C_l)}} (channel-weighted methods, with `return_weights`)}.
     """
     from tqdm import tqdm
 
@@ -205,15 +260,23 @@ def attribute_crops(model, crops_uint8, targets, baselines_uint8, methods, layer
         raise LayersweepError(f"targets must be {crops.shape[0]} integer classes, not {targets.dtype} {targets.shape}.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise LayersweepError(f"batch_size is {batch_size!r}; it must be an integer >= 1 (config key 'attribution.batch_size').")
+    if dtype not in ("float32", "float64"):
+        raise LayersweepError(f"dtype is {dtype!r}; use 'float32' or 'float64' (config key 'attribution.dtype').")
+    torch_dtype = getattr(torch, dtype)
+    if crop_ids is None:
+        crop_ids = np.arange(crops.shape[0])
+    crop_ids = list(np.asarray(crop_ids).tolist())
+    if len(crop_ids) != crops.shape[0]:
+        raise LayersweepError(f"{len(crop_ids)} crop ids for {crops.shape[0]} crops; give one id per crop.")
     if not isinstance(device, torch.device):
         device = resolve_device(str(device))
-    model.to(device)
+    model.to(device, torch_dtype)
     baselines = None
     if baselines_uint8 is not None:
         base = np.asarray(baselines_uint8)
         if base.dtype != np.uint8 or base.ndim != 4 or base.shape[1:] != crops.shape[1:]:
             raise LayersweepError(f"baselines must be a uint8 array (K, {', '.join(map(str, crops.shape[1:]))}), not {base.dtype} {base.shape}.")
-        baselines = to_model_input(base, device, preprocessing)
+        baselines = to_model_input(base, device, preprocessing).to(torch_dtype)
 
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # every batch of a shard has the crops' fixed size
@@ -224,11 +287,14 @@ def attribute_crops(model, crops_uint8, targets, baselines_uint8, methods, layer
     logit = torch.empty(n, dtype=torch.float32, device=device)
     prob = torch.empty(n, dtype=torch.float32, device=device)
     maps: dict = {}
+    weights: dict = {}
     for s in tqdm(range(0, n, batch_size), desc="attribution", unit="batch", disable=not progress):
-        images = to_model_input(crops_dev[s:s + batch_size], device, preprocessing)  # normalised on the device
+        images = to_model_input(crops_dev[s:s + batch_size], device, preprocessing).to(torch_dtype)  # normalised on the device
         tgt = all_targets[s:s + batch_size]
-        res, logits = _attribute(model, images, tgt, methods, layers, baselines=baselines,
-                                 attribute_to=attribute_to, max_pairs=max_pairs, precision=precision)
+        res, logits, res_w = _attribute(model, images, tgt, methods, layers, baselines=baselines,
+                                        attribute_to=attribute_to, max_pairs=max_pairs, precision=precision,
+                                        options=options, seed=seed, crop_ids=crop_ids[s:s + batch_size],
+                                        perturb_batch=perturb_batch, return_weights=True)
         tgt = tgt.to(logits.device, non_blocking=True)
         logit[s:s + len(tgt)] = logits.gather(1, tgt[:, None])[:, 0].float()
         prob[s:s + len(tgt)] = torch.softmax(logits.float(), dim=1).gather(1, tgt[:, None])[:, 0]
@@ -238,6 +304,13 @@ def attribute_crops(model, crops_uint8, targets, baselines_uint8, methods, layer
                 if layer not in dest:
                     dest[layer] = torch.empty((n,) + tuple(t.shape[1:]), dtype=torch.float32, device=device)
                 dest[layer][s:s + t.shape[0]] = t
+        for name, per_layer in (res_w.items() if return_weights else ()):
+            dest = weights.setdefault(name, {})
+            for layer, t in per_layer.items():
+                if layer not in dest:
+                    dest[layer] = torch.empty((n,) + tuple(t.shape[1:]), dtype=torch.float32, device=device)
+                dest[layer][s:s + t.shape[0]] = t
     maps = {name: {layer: t.cpu().numpy() for layer, t in per.items()} for name, per in maps.items()}
+    weights = {name: {layer: t.cpu().numpy() for layer, t in per.items()} for name, per in weights.items()}
     logit, prob = logit.cpu().numpy(), prob.cpu().numpy()
-    return {"logit": logit, "prob": prob, "maps": maps}
+    return {"logit": logit, "prob": prob, "maps": maps, "weights": weights}

@@ -14,18 +14,25 @@ A method declares which shared pass it needs and a function from that pass's per
   (images, baselines, C, H, W) of one layer: `delta = a_l(x) - a_l(b)` and captum's DeepLift multiplier
   at that layer for each (image, baseline) pair; `map` is (images, baselines, H, W). The engine averages
   it over the baselines (as captum's DeepLiftShap does), so a method never sees more than `max_pairs` pairs.
+- pass "deeplift0" (LIFT-CAM): `fn(activations, contributions) -> (map, weights)`, both (B, C, H, W):
+  the layer's activations A and captum's DeepLift contributions of A to the target logit of the network
+  after the layer, with the reference 0 at the layer (one DeepLift backward per layer group).
+- pass "perturb" (AblationCAM, SHAP-CAM|Pi|, Shap-CAM, ScoreCAM): `fn(ctx) -> map` or `(map, weights)`,
+  `ctx` a `perturb.PerturbContext` (activations, target logits, per-crop generators, tail and full-network
+  evaluators batched by `perturb_batch`, the method's options, and a per-group cache for weights shared
+  by a conv and the ReLU / MaxPool after it).
 
 A method function must not modify its inputs in place: they are shared by every method of the pass.
 Adding a method touches only its file in `methods/` (and the config's method list).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import LayersweepError
 
-PASSES = ("gradient", "deeplift")
+PASSES = ("gradient", "deeplift", "deeplift0", "perturb")
 
 
 # op kinds a layer can have (`network.Op.kind` of model.features, and "input" for layer -1)
@@ -48,17 +55,40 @@ class Method:
     # cost(facts: cost.LayerFacts, options: dict) -> cost.Work: full-network forward/backward equivalents per
     # crop at one layer, beyond the shared pass. None: the pass kind's default (cost.DEFAULT_LAYER_COST).
     cost: Callable | None = None
+    # option name -> default (config `attribution.options.<method>.<option>`); checks: name -> fn(value) -> bool
+    options: dict = field(default_factory=dict)
+    option_checks: dict = field(default_factory=dict)
+    # how each check is described in the one-sentence error ("an integer in 1..100000")
+    option_rules: dict = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, Method] = {}
 
 
+@dataclass(frozen=True)
+class Option:
+    """A method option: its default, a check of a value, and the check in words for the error message."""
+    default: object
+    check: Callable
+    rule: str
+
+
+def int_option(default: int, lo: int, hi: int) -> Option:
+    return Option(default, lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi,
+                  f"an integer in {lo}..{hi}")
+
+
+def choice_option(default: str, choices: tuple) -> Option:
+    return Option(default, lambda v: v in choices, "one of " + ", ".join(map(repr, choices)))
+
+
 def register(name: str, pass_kind: str, reference: str = "", *, layer_kinds=None, weights: bool = False,
-             utility: Callable | None = None, cost: Callable | None = None):
+             utility: Callable | None = None, cost: Callable | None = None, options: dict | None = None):
     """Decorator: `@register("gradcampp", "gradient", "pytorch_grad_cam.GradCAMPlusPlus", weights=True)`.
 
     `cost`: the method's work per crop at one layer (see layersweep.cost); perturbation methods declare it,
     e.g. `cost=cost.tail_per_channel`.
+    `options`: {name: Option(default, check, rule)} (see `Option`).
     """
     if pass_kind not in PASSES:
         raise ValueError(f"pass {pass_kind!r} of method {name!r} is not one of {PASSES}")
@@ -70,8 +100,11 @@ def register(name: str, pass_kind: str, reference: str = "", *, layer_kinds=None
     def deco(fn: Callable) -> Callable:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
             raise ValueError(f"attribution method {name!r} is registered twice")
+        opts = dict(options or {})
         _REGISTRY[name] = Method(name, pass_kind, fn, reference, layer_kinds=layer_kinds, weights=weights,
-                                 utility=utility, cost=cost)
+                                 utility=utility, cost=cost, options={k: o.default for k, o in opts.items()},
+                                 option_checks={k: o.check for k, o in opts.items()},
+                                 option_rules={k: o.rule for k, o in opts.items()})
         return fn
 
     return deco
@@ -92,3 +125,22 @@ def get_method(name: str) -> Method:
     if name not in _REGISTRY:
         raise LayersweepError(f"unknown attribution method {name!r}; known methods are {', '.join(sorted(_REGISTRY))}.")
     return _REGISTRY[name]
+
+
+def method_options(name: str, given: dict | None = None) -> dict:
+    """The method's options: its defaults updated by `given` (config `attribution.options.<name>`), checked.
+
+    The key `layers` is the rule's business (which layers to run), not the method's, and is dropped here.
+    """
+    m = get_method(name)
+    given = {k: v for k, v in dict(given or {}).items() if k != "layers"}
+    out = dict(m.options)
+    for key, value in given.items():
+        if key not in m.options:
+            known = ", ".join(sorted(m.options)) or "none"
+            raise LayersweepError(f"'attribution.options.{name}.{key}' is not an option of method {name!r} "
+                                  f"(its options: {known}).")
+        if not m.option_checks[key](value):
+            raise LayersweepError(f"'attribution.options.{name}.{key}' is {value!r}; it must be {m.option_rules[key]}.")
+        out[key] = value
+    return out

@@ -8,6 +8,8 @@ Layout (read by the metric stage; keep it exactly):
     prob     float32 (N,)         softmax probability of the target
     layers   int64 (L,)           layer indices (-1 = the model input)
     map_{l}  (N, H_l, W_l)        float32 or float16 (`store_dtype`), one key per layer l
+    weights_{l} float32 (N, C_l)  optional (`attribution.store_weights`): per-channel weights of the
+                                  channel-weighted methods, for the layers that have them
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ STORE_DTYPES = ("float32", "float16")
 _KEYS = ("method", "crop_id", "target", "logit", "prob", "layers")
 
 
-def write_attribution_shard(path, method, crop_ids, targets, logit, prob, maps_by_layer, store_dtype="float32") -> None:
+def write_attribution_shard(path, method, crop_ids, targets, logit, prob, maps_by_layer, store_dtype="float32",
+                            weights_by_layer=None) -> None:
     """Write one shard atomically (layersweep.io.save_npz): the file appears complete or not at all."""
     dtype = str(np.dtype(store_dtype)) if isinstance(store_dtype, (type, np.dtype)) else str(store_dtype)
     if dtype not in STORE_DTYPES:
@@ -47,13 +50,19 @@ def write_attribution_shard(path, method, crop_ids, targets, logit, prob, maps_b
         if dtype == "float16" and not np.array_equal(np.isfinite(stored), np.isfinite(m)):
             raise LayersweepError(f"shard {path}: the map of layer {layer} exceeds the float16 range; use store_dtype 'float32'.")
         arrays[f"map_{int(layer)}"] = stored
+    for layer, w in sorted((weights_by_layer or {}).items()):
+        w = np.asarray(w, dtype=np.float32)
+        if layer not in maps_by_layer or w.ndim != 2 or w.shape[0] != n:
+            raise LayersweepError(f"shard {path}: the weights of layer {layer} have shape {w.shape}, expected ({n}, C) "
+                                  f"at a layer that has a map.")
+        arrays[f"weights_{int(layer)}"] = w
     save_npz(path, method=np.array(str(method)), crop_id=crop_ids, layers=np.array(sorted(int(k) for k in maps_by_layer), dtype=np.int64),
              **columns, **arrays)
 
 
 def read_attribution_shard(path) -> dict:
     """Read a shard: {"method": str, "crop_id", "target", "logit", "prob", "layers": arrays,
-    "maps": {layer: (N, H_l, W_l)}}. Raises LayersweepError naming the file when it is missing,
+    "maps": {layer: (N, H_l, W_l)}, "weights": {layer: (N, C_l)} (empty unless stored)}. Raises LayersweepError naming the file when it is missing,
     not a valid .npz, lacks a key or has inconsistent lengths."""
     if not os.path.isfile(path):
         raise LayersweepError(f"attribution shard {path} does not exist.")
@@ -70,6 +79,7 @@ def read_attribution_shard(path) -> dict:
             if missing:
                 raise LayersweepError(f"attribution shard {path} lacks the key '{missing[0]}'.")
             maps = {layer: npz[f"map_{layer}"] for layer in layers}
+            weights = {layer: npz[f"weights_{layer}"] for layer in layers if f"weights_{layer}" in npz.files}
     except LayersweepError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, TypeError) as err:
@@ -85,5 +95,9 @@ def read_attribution_shard(path) -> dict:
         if m.ndim != 3 or m.shape[0] != n:
             raise LayersweepError(f"attribution shard {path}: 'map_{layer}' has shape {m.shape}, expected ({n}, H, W).")
     data["method"] = str(data["method"])
+    for layer, w in weights.items():
+        if w.ndim != 2 or w.shape[0] != n:
+            raise LayersweepError(f"attribution shard {path}: 'weights_{layer}' has shape {w.shape}, expected ({n}, C).")
     data["maps"] = maps
+    data["weights"] = weights  # {} unless the shard was written with attribution.store_weights
     return data
