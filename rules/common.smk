@@ -38,14 +38,15 @@ except LayersweepError as exc:
 
 
 def _checked_method_options():
-    """{method: its options (defaults + config)} for every configured method; a bad option exits in one sentence."""
+    """{method: its options (defaults + config)}; a bad option, even of a method not run, exits in one sentence."""
+    from layersweep.attribution import available_methods
     from layersweep.attribution.registry import method_options as resolve
 
-    stray = sorted(set(ATTR["options"]) - set(METHODS))
-    if stray:
-        sys.exit(f"layersweep: config key 'attribution.options.{stray[0]}' names a method that is not in 'attribution.methods'.")
+    unknown = sorted(set(ATTR["options"]) - set(available_methods()))
+    if unknown:
+        sys.exit(f"layersweep: config key 'attribution.options.{unknown[0]}' names no known method.")
     try:
-        return {m: resolve(m, ATTR["options"].get(m)) for m in METHODS}
+        return {m: resolve(m, ATTR["options"].get(m)) for m in sorted(set(METHODS) | set(ATTR["options"]))}
     except LayersweepError as exc:
         sys.exit(f"layersweep: {exc}")
 
