@@ -1,0 +1,77 @@
+"""Perturbation methods: the engine (all requested layers, tail-only forwards, group sharing) against the
+library called once per layer, in one process on the same inputs; prints seconds and ratios.
+
+- ablationcam vs pytorch-grad-cam AblationCAM; scorecam vs pytorch-grad-cam ScoreCAM;
+- shapcam_pi vs captum ShapleyValueSampling on the tail network, channels as features, same orderings.
+Usage: python bench/bench_methods_perturb.py [--size 64] [--images 1] [--layers 13 14 15 16 17 18 19 20]
+"""
+import argparse
+import copy
+import time
+import warnings
+
+import captum.attr as captum_attr
+import pytorch_grad_cam as pgc
+import torch
+import torchvision
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
+
+from layersweep.attribution import attribute_layers
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--images", type=int, default=1)
+    ap.add_argument("--layers", type=int, nargs="+", default=list(range(13, 21)))
+    ap.add_argument("--orderings", type=int, default=1)
+    args = ap.parse_args()
+    warnings.simplefilter("ignore")
+    torch.manual_seed(0)
+    model = torchvision.models.vgg11(weights=None, num_classes=20).eval()
+    ref = copy.deepcopy(model)
+    for m in ref.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    x = torch.randn(args.images, 3, args.size, args.size)
+    t = torch.arange(args.images) % 20
+    targets = [ClassifierOutputTarget(int(c)) for c in t]
+    feats = list(ref.features)
+
+    def library_cam(cls):
+        for layer in args.layers:
+            with getattr(pgc, cls)(model=ref, target_layers=[ref.features[layer]]) as cam:
+                cam(x, targets)
+
+    def captum_svs():
+        for layer in args.layers:
+            tail = nn.Sequential(*feats[layer + 1:], ref.avgpool, nn.Flatten(1), ref.classifier)
+            with torch.no_grad():
+                a = nn.Sequential(*feats[:layer + 1])(x)
+            for i in range(args.images):
+                c = a.shape[1]
+                captum_attr.ShapleyValueSampling(tail).attribute(
+                    a[i:i + 1], baselines=0.0, target=int(t[i]), feature_mask=torch.arange(c).view(1, c, 1, 1),
+                    n_samples=args.orderings, perturbations_per_eval=64)
+
+    opts = {"shapcam_pi": {"orderings": args.orderings}}
+    rows = [("ablationcam", lambda: library_cam("AblationCAM"), "pytorch-grad-cam AblationCAM per layer"),
+            ("shapcam_pi", captum_svs, "captum ShapleyValueSampling per layer"),
+            ("scorecam", lambda: library_cam("ScoreCAM"), "pytorch-grad-cam ScoreCAM per layer")]
+    print(f"{args.images} image(s) {args.size}x{args.size}, layers {args.layers}, orderings {args.orderings}")
+    for name, library, label in rows:
+        lib = timed(library)
+        eng = timed(lambda: attribute_layers(model, x, t, [name], args.layers,
+                                             options={name: opts[name]} if name in opts else None))
+        print(f"{name:12s} engine {eng:7.2f} s   {label} {lib:7.2f} s   ratio {lib / eng:5.1f}x")
+
+
+if __name__ == "__main__":
+    main()
