@@ -7,6 +7,7 @@ all-zero channel is skipped (y_k = y exactly).
 """
 import torch
 
+from ... import cost
 from ..registry import register
 from ._cam import weighted_channel_sum
 
@@ -36,7 +37,7 @@ def _tail_of_masked(ctx, a, keep, target):
     return torch.cat(out)
 
 
-@register("ablationcam", "perturb", "pytorch_grad_cam.AblationCAM", weights=True)
+@register("ablationcam", "perturb", "pytorch_grad_cam.AblationCAM", weights=True, cost=cost.tail_per_channel)
 def ablationcam(ctx):
     w = ctx.shared(ablation_weights)
     return weighted_channel_sum(w, ctx.activations).clamp(min=0), w
