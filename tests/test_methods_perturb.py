@@ -297,3 +297,43 @@ def test_scorecam_matches_pytorch_grad_cam(vgg, raw_cams):
         with pgc.ScoreCAM(model=vgg["ref"], target_layers=[vgg["ref"].features[layer]]) as cam:
             ref = torch.from_numpy(cam(x, [ClassifierOutputTarget(int(c)) for c in t]))
         assert rel_err(out["scorecam"][layer], ref) < TOL, layer
+
+
+@pytest.mark.parametrize("absent,value", [("zero", "prob"), ("mean", "logit")])
+def test_shapcam_matches_exact_shapley_and_captum_sampling(absent, value):
+    """Positions of the 2x5 MaxPool output of the tiny net are the 10 players."""
+    model = Tiny().double().eval()
+    x, t = torch.randn(2, 3, 4, 10, dtype=torch.float64), torch.tensor([2, 0])
+    layer = 2
+    a = _acts(model, x, layer)
+    tail = _tail(model, layer)
+    f = (lambda z: torch.softmax(tail(z), 1)) if value == "prob" else tail
+    opts = {"shapcam": {"permutations": 3, "absent": absent, "value": value}}
+    maps = attribute_layers(model, x, t, ["shapcam"], [layer], options=opts, crop_ids=["p", "q"], seed=4)
+    h, w = a.shape[-2:]
+    for i, crop in enumerate(["p", "q"]):
+        base = a[i:i + 1].mean(dim=(2, 3), keepdim=True).expand_as(a[i:i + 1]) if absent == "mean" else 0.0
+        torch.manual_seed(crop_seed(4, crop, "shapcam", layer))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = captum_attr.ShapleyValueSampling(f).attribute(
+                a[i:i + 1], baselines=base, target=int(t[i]), feature_mask=torch.arange(h * w).view(1, 1, h, w),
+                n_samples=3)[0, 0]
+        assert rel_err(maps["shapcam"][layer][i], ref) < TOL, crop
+    # all orderings: exact Shapley by subset enumeration, on 6 players (a 2x3 grid)
+    x6 = torch.randn(1, 3, 4, 6, dtype=torch.float64)
+    a6 = _acts(model, x6, layer)
+    base6 = a6.mean(dim=(2, 3), keepdim=True).expand_as(a6) if absent == "mean" else torch.zeros_like(a6)
+
+    def v(s):
+        keep = torch.zeros(6, dtype=torch.bool)
+        keep[list(s)] = True
+        with torch.no_grad():
+            return float(f(torch.where(keep.view(1, 1, 2, 3), a6, base6))[0, 1])
+
+    exact = _exact_shapley(v, 6)
+    est = attribute_layers(model, x6, torch.tensor([1]), ["shapcam"], [layer],
+                           options={"shapcam": {"permutations": 2000, "absent": absent, "value": value}})["shapcam"][layer]
+    # efficiency holds per ordering, so exactly for the estimate; the values converge to the exact ones
+    assert float(est.sum()) == pytest.approx(v(range(6)) - v(()), abs=1e-10)
+    assert float((est.flatten() - exact).abs().max()) < 0.1 * float(exact.abs().max())

@@ -104,9 +104,13 @@ class PerturbContext:
     def target_logits(self) -> torch.Tensor:
         return self.logits.gather(1, self.targets[:, None])[:, 0]
 
-    def generator(self, i: int) -> torch.Generator:
-        """CPU generator of crop i for this method and group (as captum draws its orderings on the CPU)."""
-        return torch.Generator().manual_seed(crop_seed(self._seed, self._crop_ids[i], self.method, self.group))
+    def generator(self, i: int, group: int | None = None) -> torch.Generator:
+        """CPU generator of crop i for this method and group (as captum draws its orderings on the CPU).
+
+        `group`: the key of the game (default the layer group; a method whose game differs per layer passes
+        its position)."""
+        group = self.group if group is None else group
+        return torch.Generator().manual_seed(crop_seed(self._seed, self._crop_ids[i], self.method, group))
 
     def tail(self, rows: torch.Tensor, target: int, position: int | None = None) -> torch.Tensor:
         """Target logit (R,) of rows fed to the network after `position` (default: the group's top)."""
