@@ -153,7 +153,7 @@ def _vgg_builder(arch: str):
 def _arch_facts(arch: str, n_classes: int, crop_size: int, layers: tuple | None) -> NetworkFacts:
     builder = _vgg_builder(arch)
     with torch.device("meta"):  # parameters without storage: facts in milliseconds
-        model = builder(weights=None, num_classes=n_classes)
+        model = builder(weights=None, num_classes=n_classes).eval()  # BatchNorm as the engine runs it
     return network_facts(model, crop_size, layers)
 
 

@@ -188,3 +188,12 @@ def test_cost_table_rows_add_up():
         assert total["total_hours"] == pytest.approx(total["seconds_per_crop"] * 1024 / 3600)
     dls = table[(table["method"] == "deepliftshap") & (table["layer"] == "total")].iloc[0]
     assert (dls["forwards"], dls["backwards"]) == (1.5, 8.0)  # 1 + 8 baselines / 16 per batch; 8 backwards
+
+
+def test_batchnorm_archs_have_facts_and_the_same_conv_work():
+    """A _bn arch is built in eval mode (the engine refuses training-mode BatchNorm); BatchNorm adds no MACs."""
+    plain = cost.config_facts({"model": {"arch": "vgg11"}, "data": {"crop_size": 64}})
+    bn = cost.config_facts({"model": {"arch": "vgg11_bn"}, "data": {"crop_size": 64}})
+    assert len(plain.layers) == 21 and len(bn.layers) == 29
+    assert [f.kind for f in bn.layers[:4]] == ["conv", "batchnorm", "relu", "maxpool"]
+    assert bn.total_macs == plain.total_macs
