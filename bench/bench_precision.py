@@ -9,8 +9,8 @@ Prints, on `--device` (auto = CUDA when present), for VGG11 (20 classes) at `--s
    `n_baselines` baselines), in each precision;
 4. the projected wall time of the study of `--config` (and of each config under config/studies/, if any) on
    this device, one job at a time: the attribution work per crop of each method from the cost model
-   (`layersweep/cost.py`, forward / backward equivalents), plus the scoring forwards (plain: 2 per crop + 1 +
-   per map 1 + 2 (curve_points - 2); rescaled: 1 per crop + 1 per map and r), both in seconds of this device:
+   (`layersweep/cost.py`, forward / backward equivalents), plus the scoring forwards (plain: 2 per crop (1 with
+   metrics.insertion_start: zero) + 1 + per map 1 + 2 (curve_points - 2); rescaled: 1 per crop + 1 per map and r), both in seconds of this device:
    one forward = 1 / (best img/s) of that precision, one backward = the float32 backward / forward ratio.
 
     .venv/bin/python bench/bench_precision.py                      # the real study's size (224 px)
@@ -90,7 +90,8 @@ def scoring_forwards(cfg, n_layers):
     n = cfg["data"]["n_images"]
     n = 1024 if n == "all" else int(n)
     P = int(cfg["metrics"]["curve_points"])
-    plain = 2 * n + 1 + n * n_layers * (1 + 2 * (P - 2))
+    per_crop = 1 if cfg["metrics"].get("insertion_start", "blur") == "zero" else 2  # a zero start is the zero image
+    plain = per_crop * n + 1 + n * n_layers * (1 + 2 * (P - 2))
     rescaled = len(cfg["rescale"]["r"]) * (n + n * n_layers)
     return n, plain + rescaled
 

@@ -15,6 +15,7 @@ rule metrics:
         curve_points=METRICS["curve_points"],
         blur_kernel=METRICS["blur_kernel"],
         blur_sigma=METRICS["blur_sigma"],
+        insertion_start=METRICS["insertion_start"],
         batch_size=METRICS["batch_size"],
         constant_eps=METRICS["constant_eps"],
         precision=METRICS["precision"],

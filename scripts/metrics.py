@@ -13,7 +13,8 @@ def main(sm):
     table = score_shard(model, crops, sm.input.maps, crop_ids=ids, mask_space=p.mask_space,
                         curve_points=p.curve_points, blur_kernel=p.blur_kernel, blur_sigma=p.blur_sigma,
                         batch_size=p.batch_size, constant_eps=p.constant_eps, device=device,
-                        precision=p.precision, preprocessing=preprocessing_for(p.model["source"]))
+                        precision=p.precision, preprocessing=preprocessing_for(p.model["source"]),
+                        insertion_start=p.insertion_start)
     write_parquet(table, sm.output[0])
 
 

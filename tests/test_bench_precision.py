@@ -32,3 +32,5 @@ def test_scoring_forwards_are_counted_from_the_config():
     # plain: Y and blurred per crop + 1 zero image + per map (1 explanation + 2 x 3 interior points);
     # rescaled: per r, Y per crop + 1 per map
     assert (n, fw) == (10, 2 * 10 + 1 + 30 * 7 + 2 * (10 + 30))
+    cfg["metrics"]["insertion_start"] = "zero"  # the start is the zero image every crop shares: Y per crop only
+    assert bench_precision.scoring_forwards(cfg, 3) == (10, 10 + 1 + 30 * 7 + 2 * (10 + 30))

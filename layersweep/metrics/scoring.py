@@ -22,6 +22,9 @@ from ..errors import LayersweepError
 from ..preprocess import TORCHVISION, Preprocessing, denormalize, normalize
 
 MASK_SPACES = ("normalized", "pixel")
+# Where the insertion curve starts (k = 0): the Gaussian blur of the crop (the report), or the zero image of
+# the model input (LIFT-CAM's M_0 * x), i.e. deletion's end point, whatever metrics.mask_space says.
+INSERTION_STARTS = ("blur", "zero")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -64,6 +67,12 @@ def blur_images(x: torch.Tensor, kernel: int = 11, sigma: float = 5.0) -> torch.
     if kernel == 1:
         return x.clone()
     return gaussian_blur(x, kernel_size=[int(kernel)] * 2, sigma=[float(sigma)] * 2)
+
+
+def check_insertion_start(insertion_start: str) -> str:
+    if insertion_start not in INSERTION_STARTS:
+        raise LayersweepError(f"config key 'metrics.insertion_start' has the unknown value {insertion_start!r}; use 'blur' or 'zero'.")
+    return insertion_start
 
 
 def check_mask_space(mask_space: str) -> str:
@@ -172,13 +181,17 @@ def image_scores(model, x: torch.Tensor, targets, *, batch_size: int = 256, prog
 
 
 def crop_scores(model, x: torch.Tensor, targets, *, blur_kernel: int = 11, blur_sigma: float = 5.0,
-                batch_size: int = 256, blurred: torch.Tensor | None = None, progress=False) -> dict:
+                batch_size: int = 256, blurred: torch.Tensor | None = None, insertion_start: str = "blur",
+                progress=False) -> dict:
     """The scores every map of a crop shares, computed once per crop.
 
-    Returns {'original': Y (N,), 'blurred': score of the Gaussian blur of x (insertion k=0),
-    'deleted': score of the all-zero image (deletion k=1; one forward serves every crop),
-    'blurred_images': the blurred batch}. Insertion k=1 and deletion k=0 are Y.
+    Returns {'original': Y (N,), 'blurred': score of insertion's start image (k=0), 'deleted': score of the
+    all-zero image (deletion k=1; one forward serves every crop), 'blurred_images': insertion's start images}.
+    Insertion k=1 and deletion k=0 are Y. insertion_start 'blur' starts insertion from the Gaussian blur of x
+    (or from `blurred` when given); 'zero' from the zero tensor of the model input (LIFT-CAM), the same image
+    as deletion's end, so its score is 'deleted' and costs no forward of its own.
     """
+    check_insertion_start(insertion_start)
     t = torch.as_tensor(targets, device=x.device).long()
     with torch.no_grad():  # the deleted image is all zeros for every crop: one forward, indexed by target
         zero_probs = torch.softmax(model(torch.zeros_like(x[:1])).float(), dim=1)[0]
@@ -188,6 +201,10 @@ def crop_scores(model, x: torch.Tensor, targets, *, blur_kernel: int = 11, blur_
     bad = (t < 0) | (t >= n_classes)
     if bool(bad.any()):
         raise LayersweepError(f"target class {int(t[bad][0])} is outside the model's {n_classes} classes.")
+    if insertion_start == "zero":
+        Y = _score_batches(model, len(x), lambda i: (x[i], t[i]), batch_size, x.device, progress, "crop scores")
+        return {"original": Y, "blurred": zero_probs[t], "deleted": zero_probs[t],
+                "blurred_images": torch.zeros_like(x)}
     if blurred is None:
         blurred = blur_images(x, blur_kernel, blur_sigma)
     n = len(x)
@@ -255,11 +272,14 @@ def pixel_ranks(maps01: torch.Tensor) -> torch.Tensor:
 
 def deletion_insertion(model, x: torch.Tensor, maps01: torch.Tensor, targets, *, crop_index=None,
                        curve_points: int = 30, blur_kernel: int = 11, blur_sigma: float = 5.0,
-                       batch_size: int = 256, base: dict | None = None, progress=False) -> dict:
+                       batch_size: int = 256, base: dict | None = None, insertion_start: str = "blur",
+                       progress=False) -> dict:
     """Deletion and insertion curves and their AUCs for M normalised maps.
 
     Deletion: the top round(k*H*W) pixels (descending map value, stable order) set to 0 in normalised space.
-    Insertion: start from the Gaussian blur of x (`blur_images`), restore the top pixels from x.
+    Insertion: start from the Gaussian blur of x (`blur_images`; insertion_start 'blur') or from the zero
+    tensor of the model input ('zero', LIFT-CAM's M_delta * x), restore the top pixels from x. A given `base`
+    carries its start images (`crop_scores(..., insertion_start=...)`), and then insertion_start is unused.
     k = linspace(0, 1, curve_points); AUC = trapezoid rule over k in [0, 1].
     Only the interior points (0 < k < 1) cost forwards: k=0 and k=1 come from `base` (`crop_scores`, computed
     here if not given). Interior images of many maps share each forward batch of `batch_size` images.
@@ -277,8 +297,9 @@ def deletion_insertion(model, x: torch.Tensor, maps01: torch.Tensor, targets, *,
     counts = curve_counts(curve_points, H * W)
     P = len(counts)
     if base is None:
-        base = crop_scores(model, x, t, blur_kernel=blur_kernel, blur_sigma=blur_sigma,
-                           batch_size=batch_size, progress=progress if not isinstance(progress, bool) else False)
+        base = crop_scores(model, x, t, blur_kernel=blur_kernel, blur_sigma=blur_sigma, batch_size=batch_size,
+                           insertion_start=insertion_start,
+                           progress=progress if not isinstance(progress, bool) else False)
     blurred = base["blurred_images"]
     n_inner = P - 2
     inner = torch.as_tensor(counts[1:-1], device=dev)

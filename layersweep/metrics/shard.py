@@ -20,8 +20,9 @@ from ..errors import LayersweepError
 from ..precision import check_precision, precision_model
 from ..preprocess import TORCHVISION, Preprocessing, to_model_input
 from .rescale import check_r, rescale_maps
-from .scoring import (average_drop_terms, check_mask_space, crop_scores, curve_counts, deletion_insertion,
-                      explanation_scores, image_scores, increase_in_confidence_terms, normalize_maps)
+from .scoring import (average_drop_terms, check_insertion_start, check_mask_space, crop_scores, curve_counts,
+                      deletion_insertion, explanation_scores, image_scores, increase_in_confidence_terms,
+                      normalize_maps)
 
 REQUIRED_KEYS = ("method", "crop_id", "target", "layers")
 # maps of one pass: float32 maps + int32 ranks + the int64 argsort they come from, 16 bytes per pixel
@@ -164,8 +165,12 @@ def _nonconstant_maps(sh, n, size, constant_eps, dev, constant, bar, forwards_pe
 def score_shard(model, crops_uint8, shard, *, crop_ids=None, mask_space: str = "normalized",
                 curve_points: int = 30, blur_kernel: int = 11, blur_sigma: float = 5.0, batch_size: int = 256,
                 constant_eps: float = 1e-6, device="auto", precision: str = "float32",
-                progress: bool = True, preprocessing: Preprocessing = TORCHVISION) -> pd.DataFrame:
+                progress: bool = True, preprocessing: Preprocessing = TORCHVISION,
+                insertion_start: str = "blur") -> pd.DataFrame:
     """AD term, IC indicator and deletion / insertion curves and AUCs of every map of one shard.
+
+    insertion_start: 'blur' (the Gaussian blur of the crop) or 'zero' (the zero model input, LIFT-CAM), the
+    image the insertion curve starts from (`crop_scores`).
 
     preprocessing: the model's (`preprocessing_for(model.source)`), from uint8 crops to its input.
     model: classifier returning logits (moved to `device` and put in eval mode). crops_uint8: (n, H, W, 3) uint8,
@@ -177,25 +182,27 @@ def score_shard(model, crops_uint8, shard, *, crop_ids=None, mask_space: str = "
     is the arithmetic of the model's forwards; maps, ranks, softmax and AUCs are float32 whatever it is.
     """
     check_mask_space(mask_space)
+    check_insertion_start(insertion_start)
     check_precision(precision, "metrics.precision")
     counts = curve_counts(curve_points, 1)
     P = len(counts)
     sh, dev, x, t, model = _prepare(model, crops_uint8, shard, crop_ids, device, preprocessing)
     with precision_model(model, dev, precision) as net:
         return _score_plain(net, sh, dev, x, t, mask_space, P, blur_kernel, blur_sigma, batch_size, constant_eps,
-                            progress, preprocessing)
+                            progress, preprocessing, insertion_start)
 
 
 def _score_plain(model, sh, dev, x, t, mask_space, P, blur_kernel, blur_sigma, batch_size, constant_eps, progress,
-                 preprocessing):
+                 preprocessing, insertion_start):
     n, L = len(x), len(sh["layers"])
     size = tuple(x.shape[-2:])
     per_map = 1 + 2 * (P - 2)  # forwards per non-constant map: explanation image + interior curve points
-    bar = tqdm(total=2 * n + 1 + n * L * per_map, desc=f"metrics {sh['method']}", unit="img",
+    per_crop = 2 if insertion_start == "blur" else 1  # Y, and the blurred start (a zero start is deletion's end)
+    bar = tqdm(total=per_crop * n + 1 + n * L * per_map, desc=f"metrics {sh['method']}", unit="img",
                disable=not progress)
     try:
         base = crop_scores(model, x, t, blur_kernel=blur_kernel, blur_sigma=blur_sigma, batch_size=batch_size,
-                           progress=bar)
+                           insertion_start=insertion_start, progress=bar)
         O = torch.full((L * n,), float("nan"), device=dev)
         dauc = torch.full((L * n,), float("nan"), dtype=torch.float64, device=dev)
         iauc = torch.full_like(dauc, float("nan"))
