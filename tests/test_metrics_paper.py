@@ -292,3 +292,101 @@ def test_score_shard_zero_start_under_caffe_preprocessing(tmp_path):
         assert 1e-4 < zero < 1 - 1e-4 and abs(zero - row.score) > 1e-4  # the comparison can fail
     with pytest.raises(LayersweepError, match="insertion_start"):
         score_shard(model, crops, shard, **{**kw, "insertion_start": "mean"})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the registered metrics (metrics/extra/add.py, metrics/extra/pointing_game.py) through score_metric_shard
+# ---------------------------------------------------------------------------------------------------------
+def shard_arrays():
+    rng = np.random.default_rng(9)
+    arrays = {"method": np.array("gradcampp"), "crop_id": np.array(["000001_c03", "000004_c11", "000009_c19"]),
+              "target": np.array([3, 11, 19]), "layers": np.array([2, 6]),
+              "map_2": rng.normal(size=(3, 6, 7)).astype(np.float32),
+              "map_6": rng.normal(size=(3, 3, 4)).astype(np.float16)}
+    arrays["map_6"][1] = 0.5  # a constant map: NaN in every column
+    crops = rng.integers(0, 256, size=(3, H, W, 3), dtype=np.uint8)
+    return arrays, crops
+
+
+def upsampled01(m):
+    """Independent bilinear (align_corners=False) upsampling to H x W, then min-max, in float64."""
+    h, w = m.shape
+    ys = np.clip((np.arange(H) + 0.5) * h / H - 0.5, 0, h - 1)
+    xs = np.clip((np.arange(W) + 0.5) * w / W - 0.5, 0, w - 1)
+    rows = np.stack([np.interp(xs, np.arange(w), m[i]) for i in range(h)])
+    up = np.stack([np.interp(ys, np.arange(h), rows[:, j]) for j in range(W)], axis=1)
+    return (up - up.min()) / (up.max() - up.min())
+
+
+def rescaled_naive(s, r):
+    """S**p with sum r*H*W, p found by scipy's brentq on log p (independent of the project's Newton)."""
+    from scipy.optimize import brentq
+
+    a = brentq(lambda a: (s ** np.exp(a)).sum() - r * s.size, -20, 20, xtol=1e-12)
+    return s ** np.exp(a)
+
+
+KW_SHARD = dict(batch_size=4, device="cpu", progress=False)
+
+
+@pytest.mark.parametrize("r", [None, 0.3])
+def test_registered_add_equals_naive_loop(r):
+    from layersweep.metrics.metric_shard import score_metric_shard
+
+    arrays, crops = shard_arrays()
+    model = tiny_model(5)
+    df = score_metric_shard("add", model, crops, arrays, r=r, rtol=1e-6, mask_space="normalized", **KW_SHARD)
+    x = to_model_input(crops)
+    assert df["constant"].tolist() == [False] * 4 + [True] + [False]
+    assert df.loc[df.constant, "add"].isna().all()
+    for row in df[~df.constant].itertuples():
+        i = list(arrays["crop_id"]).index(row.crop_id)
+        s = upsampled01(arrays[f"map_{row.layer}"][i].astype(np.float64))
+        if r is not None:
+            s = rescaled_naive(s, r)
+        y = score_one(model, x[i], row.target)
+        d = score_one(model, torch.tensor(1 - s, dtype=torch.float32) * x[i], row.target)
+        assert row.score == pytest.approx(y, abs=1e-6)
+        assert row.add == pytest.approx((y - d) / y * 100, rel=1e-3, abs=1e-3)
+
+
+@pytest.mark.parametrize("r", [None, 0.3])
+def test_registered_pointing_game_equals_naive_loop(r):
+    from layersweep.metrics.metric_shard import score_metric_shard
+
+    arrays, crops = shard_arrays()
+    boxes = [np.array([[1.5, 0.5, 9.0, 7.25]]), np.array([[0.0, 0.0, 5.0, 5.0], [3.0, 3.0, 14.0, 12.0]]),
+             np.array([[10.4, 2.6, 13.9, 11.5]])]
+    df = score_metric_shard("pointing_game", tiny_model(), crops, arrays, r=r, rtol=1e-6, boxes=boxes, **KW_SHARD)
+    assert df.loc[df.constant, ["pointing_game", "pointing_chance"]].isna().all(axis=None)
+    for row in df[~df.constant].itertuples():
+        i = list(arrays["crop_id"]).index(row.crop_id)
+        s = upsampled01(arrays[f"map_{row.layer}"][i].astype(np.float64))
+        if r is not None:
+            s = rescaled_naive(s, r)
+        share, chance = naive_pointing_game(s, boxes[i])
+        assert row.pointing_game == pytest.approx(share, abs=1e-4)
+        assert row.pointing_chance == pytest.approx(chance, abs=1e-12)
+    if r is not None:  # rescaling moves the share: it is a metric of the map's values, not only of its order
+        plain = score_metric_shard("pointing_game", tiny_model(), crops, arrays, boxes=boxes, **KW_SHARD)
+        assert (plain["pointing_game"] - df["pointing_game"]).abs().max() > 1.0
+
+
+def test_registered_metrics_declare_themselves_and_refuse_crop_mode():
+    from layersweep.metrics.metric_shard import score_metric_shard
+    from layersweep.metrics.registry import check_compute, get_metric
+
+    add, pg = get_metric("add"), get_metric("pointing_game")
+    assert add.columns == {"add": "higher"} and add.rescaled and add.needs == ("forwards",)
+    assert pg.columns == {"pointing_game": "higher", "pointing_chance": "none"} and pg.needs == ("boxes",)
+    assert add.cost({}, 3)["forwards_per_map"] == 1 and pg.cost({}, 3)["forwards_per_map"] == 0
+    assert check_compute(["ad", "add", "pointing_game"], {}, "images") == ["add", "pointing_game"]
+    assert check_compute(["add"], {}, "crops") == ["add"]
+    with pytest.raises(LayersweepError, match=r"^metric 'pointing_game' in 'metrics.compute' needs object boxes"):
+        check_compute(["add", "pointing_game"], {}, "crops")
+    arrays, crops = shard_arrays()
+    with pytest.raises(LayersweepError, match="needs the object boxes"):
+        score_metric_shard("pointing_game", tiny_model(), crops, arrays, **KW_SHARD)
+    outside = [np.array([[0.0, 0.0, 5.0, 5.0]])] * 2 + [np.array([[0.0, 0.0, 15.0, 5.0]])]
+    with pytest.raises(LayersweepError, match=r"sample 000009_c19 has the box .* outside its 14x12 input"):
+        score_metric_shard("pointing_game", tiny_model(), crops, arrays, boxes=outside, **KW_SHARD)
