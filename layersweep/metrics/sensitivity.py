@@ -1,0 +1,92 @@
+"""Max-sensitivity of the layer maps (captum's `sensitivity_max`), every layer from one attribution pass.
+
+sensitivity(x) = max_k ||E(x + delta_k) - E(x)||_F / ||E(x)||_F   (||E(x)|| = 0 counts as 1, as captum does)
+
+E is the method's map at one layer at its native resolution (the raw map the attribution stage stores, what
+captum's `LayerDeepLiftShap(...).attribute(...).sum(1)` returns), never the upsampled [0, 1] map: the metric
+asks how much the explanation itself moves. delta_k (k = 1..K) is uniform in the L-inf ball of radius `radius`
+around x in the model's input space (captum's `default_perturb_func`), drawn from each crop's own generator,
+so a crop's value does not depend on the batch or its shard mates. One call of `attribute` on a perturbed
+image gives its maps at every layer, so the K perturbations of a crop cost K + 1 attribution passes in all
+(the +1 recomputes E(x) in the same arithmetic as E(x + delta), instead of reading a float16 shard).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..errors import LayersweepError
+
+
+def check_sensitivity_options(n_perturb_samples, radius) -> tuple[int, float]:
+    if isinstance(n_perturb_samples, bool) or not isinstance(n_perturb_samples, int) or n_perturb_samples < 1:
+        raise LayersweepError(f"'metrics.options.sensitivity.n_perturb_samples' is {n_perturb_samples!r}; "
+                              f"it must be an integer >= 1.")
+    if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not radius > 0:
+        raise LayersweepError(f"'metrics.options.sensitivity.radius' is {radius!r}; it must be a number > 0.")
+    return int(n_perturb_samples), float(radius)
+
+
+def uniform_perturbations(x_crop: torch.Tensor, n_samples: int, radius: float,
+                          generator: torch.Generator) -> torch.Tensor:
+    """(n_samples, C, H, W) noise, uniform in [-radius, radius], drawn in float32 (as captum's
+    `torch.FloatTensor(...).uniform_`) on the generator's device, returned on x's device and dtype."""
+    noise = torch.empty((n_samples,) + tuple(x_crop.shape), dtype=torch.float32, device=generator.device)
+    noise.uniform_(-radius, radius, generator=generator)
+    return noise.to(x_crop.device, x_crop.dtype)
+
+
+def _attribute_batches(attribute: Callable, images: torch.Tensor, targets: torch.Tensor, batch_size: int) -> dict:
+    """{layer: (b, h, w)} of `attribute` called on `batch_size` images at a time."""
+    out: dict = {}
+    for s in range(0, len(images), batch_size):
+        maps = attribute(images[s:s + batch_size], targets[s:s + batch_size])
+        for layer, m in maps.items():
+            out.setdefault(layer, []).append(torch.as_tensor(m))
+    return {layer: torch.cat(parts) for layer, parts in out.items()}
+
+
+def sensitivity_max_layers(x: torch.Tensor, targets, attribute: Callable, *, generators,
+                           n_perturb_samples: int = 10, radius: float = 0.02, batch_size: int = 32,
+                           reference: dict | None = None, progress=None) -> dict:
+    """Max-sensitivity of every layer's map of every crop.
+
+    x: (n, C, H, W) model inputs; targets: (n,) classes. attribute(images, targets) -> {layer: (b, h_l, w_l)}:
+    the method's maps at every layer on new inputs (one engine pass). generators: n torch.Generators, one per
+    crop (its K perturbations are drawn from it in one call of `uniform_perturbations`). batch_size: images per
+    call of `attribute`. reference: {layer: (n, h_l, w_l)} maps of x; None recomputes them with `attribute`.
+    progress: a tqdm bar advanced by one per attribution pass of a crop, or None.
+
+    Returns {layer: float64 tensor (n,)} on x's device.
+    """
+    n_perturb_samples, radius = check_sensitivity_options(n_perturb_samples, radius)
+    if len(generators) != len(x):
+        raise LayersweepError(f"{len(generators)} generators for {len(x)} crops; give one per crop.")
+    t = torch.as_tensor(targets, device=x.device).long()
+    K = n_perturb_samples
+    if reference is None:
+        reference = _attribute_batches(attribute, x, t, batch_size)
+        if progress is not None:
+            progress.update(len(x))
+    ref = {layer: torch.as_tensor(m).to(x.device, torch.float64).reshape(len(x), -1) for layer, m in reference.items()}
+    ref_norm = {layer: torch.linalg.vector_norm(m, dim=1) for layer, m in ref.items()}
+    ref_norm = {layer: torch.where(v == 0, torch.ones_like(v), v) for layer, v in ref_norm.items()}
+    best = {layer: torch.full((len(x),), float("-inf"), dtype=torch.float64, device=x.device) for layer in ref}
+    per_chunk = max(1, batch_size // K)  # crops whose K perturbed images make (about) one batch
+    for c0 in range(0, len(x), per_chunk):
+        crops = range(c0, min(c0 + per_chunk, len(x)))
+        # crop-major, sample-minor: captum's repeat_interleave order
+        perturbed = torch.cat([x[c][None] + uniform_perturbations(x[c], K, radius, generators[c]) for c in crops])
+        owner = torch.arange(c0, crops.stop, device=x.device).repeat_interleave(K)
+        maps = _attribute_batches(attribute, perturbed, t[owner], batch_size)
+        if set(maps) != set(ref):
+            raise LayersweepError(f"attribute returned the layers {sorted(maps)}, the reference maps are of "
+                                  f"layers {sorted(ref)}.")
+        for layer, m in maps.items():
+            diff = m.to(torch.float64).reshape(len(m), -1) - ref[layer][owner]
+            ratio = torch.linalg.vector_norm(diff, dim=1) / ref_norm[layer][owner]
+            best[layer][crops.start:crops.stop] = ratio.view(len(crops), K).amax(dim=1)
+        if progress is not None:
+            progress.update(len(crops) * K)
+    return best
