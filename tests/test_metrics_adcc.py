@@ -131,3 +131,33 @@ def test_mismatched_inputs_give_one_sentence(setup):
         coherency_scores(x, t, maps01, attribute, map_layers=layers[:3], crop_index=ci)
     with pytest.raises(LayersweepError, match="do not match the crops' size"):
         coherency_scores(x, t, maps01[:, :5], attribute, map_layers=layers, crop_index=ci)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the registered metric (metrics/extra/adcc.py) through score_metric_shard, plain and rescaled
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("r", [None, 0.3])
+def test_registered_adcc_equals_the_naive_loop(r):
+    from layersweep.metrics.metric_shard import score_metric_shard
+    from layersweep.metrics.rescale import rescale_maps
+    from test_metrics_sensitivity import shard_setup
+
+    model, crops, x, t, b, shard, attribute = shard_setup("deepliftshap")
+    df = score_metric_shard("adcc", model, crops, shard, options={"attribution_batch": 4}, r=r, rtol=1e-6,
+                            batch_size=5, device="cpu", attribute=attribute, progress=False)
+    raw = {l: torch.from_numpy(shard[f"map_{l}"]) for l in LAYERS}
+    setup32 = (model, x, b, t)
+    for row in df.itertuples():
+        c = ["p", "q", "r"].index(row.crop_id)
+        if row.layer == 4 and c == 1:
+            assert row.constant and np.isnan(row.coherency) and np.isnan(row.complexity) and np.isnan(row.adcc)
+            continue
+        S = normalize_maps(raw[row.layer][c:c + 1], x.shape[-2:])[0]
+        if r is not None:
+            S = rescale_maps(S, r, 1e-6)[0]
+        coh, com, ad, adcc = naive(setup32, "deepliftshap", raw, S[0], c, row.layer)
+        assert row.coherency == pytest.approx(coh, abs=1e-5)
+        assert row.complexity == pytest.approx(com, abs=1e-6)
+        assert row.adcc == pytest.approx(adcc, abs=1e-5)
+    if r is not None:
+        np.testing.assert_allclose(df["complexity"].dropna(), r, rtol=1e-5)  # the rescaled maps' mean is r

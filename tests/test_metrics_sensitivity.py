@@ -3,6 +3,8 @@ around captum's own LayerDeepLiftShap / LayerGradCam called per layer, and aroun
 closed form and the per-crop seeding."""
 import warnings
 
+import numpy as np
+
 import captum.attr as captum_attr  # pinned dependencies: a broken install must fail, not skip
 import pytest
 import torch
@@ -167,3 +169,71 @@ def test_bad_options_give_one_sentence(setup):
         sensitivity_max_layers(x, t, attribute, generators=generators(), n_perturb_samples=0)
     with pytest.raises(LayersweepError, match=r"'metrics.options.sensitivity.radius' is -0.1; it must be a number > 0\."):
         sensitivity_max_layers(x, t, attribute, generators=generators(), radius=-0.1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the registered metric (metrics/extra/sensitivity.py) through score_metric_shard
+# ---------------------------------------------------------------------------------------------------------------
+def shard_setup(method="gradcampp", seed=0):
+    """A float32 tiny VGG, uint8 crops, and the shard of its maps as the attribution stage writes it (one map
+    made constant), with the attribute function the metric rule builds."""
+    import numpy as np
+
+    from layersweep.preprocess import to_model_input
+
+    torch.manual_seed(seed)
+    model = TinyVGG()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.bias.copy_(0.2 * torch.randn(m.bias.shape))
+    model.eval()
+    crops = np.random.default_rng(seed).integers(0, 256, size=(3, 12, 16, 3), dtype=np.uint8)
+    x = to_model_input(crops)
+    b = to_model_input(np.random.default_rng(seed + 1).integers(0, 256, size=(2, 12, 16, 3), dtype=np.uint8))
+    t = torch.tensor([1, 4, 0])
+
+    def attribute(images, targets, crop_ids=None):
+        return attribute_layers(model, images, targets, [method], LAYERS, baselines=b, crop_ids=crop_ids)[method]
+
+    maps = attribute(x, t)
+    shard = {"method": np.array(method), "crop_id": np.array(["p", "q", "r"]), "target": t.numpy(),
+             "prob": np.full(3, np.nan, dtype=np.float32), "layers": np.array(LAYERS)}
+    shard.update({f"map_{l}": maps[l].numpy() for l in LAYERS})
+    shard["map_4"][1] = 0.5  # a constant map: NaN row
+    return model, crops, x, t, b, shard, attribute
+
+
+def context_generators(crop_ids, seed, name, stream):
+    """The per-crop generators score_metric_shard's context hands out (`MetricContext.crop_generator`)."""
+    from types import SimpleNamespace
+
+    from layersweep.metrics.metric_shard import MetricContext
+
+    ctx = SimpleNamespace(seed=seed, crop_ids=crop_ids, name=name, device=torch.device("cpu"))
+    return [MetricContext.crop_generator(ctx, i, stream) for i in range(len(crop_ids))]
+
+
+def test_registered_sensitivity_equals_captum_on_every_row():
+    from layersweep.metrics.metric_shard import score_metric_shard
+
+    model, crops, x, t, b, shard, attribute = shard_setup("gradcampp")
+    df = score_metric_shard("sensitivity", model, crops, shard, options={"n_perturb_samples": 4, "radius": 0.1,
+                            "attribution_batch": 5}, seed=7, device="cpu", attribute=attribute, progress=False)
+    assert list(df["layer"]) == [l for l in LAYERS for _ in range(3)]
+    gens = context_generators(["p", "q", "r"], 7, "sensitivity", "perturbation")
+    noise = torch.cat([uniform_perturbations(x[c], 4, 0.1, g) for c, g in enumerate(gens)])
+    for layer in LAYERS:
+        def explain(inputs, target):
+            return _like(inputs, attribute_layers(model, _first(inputs), target, ["gradcampp"], [layer])["gradcampp"][layer])
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = sensitivity_max(explain, x, perturb_func=lambda inputs: inputs + noise, n_perturb_samples=4,
+                                  target=t).double().numpy()
+        got = df.loc[df["layer"] == layer, "sensitivity"].to_numpy()
+        if layer == 4:
+            assert np.isnan(got[1]) and bool(df.loc[df["layer"] == 4, "constant"].iloc[1])
+            got, ref = got[[0, 2]], ref[[0, 2]]
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4)
+        assert (got > 0).all()

@@ -28,6 +28,7 @@ from ..errors import LayersweepError
 from ..preprocess import TORCHVISION, Preprocessing
 from .scoring import (_as_index, _bar, average_drop_terms, check_mask_space, explanation_images,
                       explanation_scores, image_scores, normalize_maps)
+from .sensitivity import call_attribute
 
 
 def pearson_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -67,13 +68,14 @@ def adcc_combine(coherency: torch.Tensor, complexity: torch.Tensor, average_drop
 def coherency_scores(x: torch.Tensor, targets, maps01: torch.Tensor, attribute: Callable, *, map_layers,
                      crop_index=None, reference: torch.Tensor | None = None, mask_space: str = "normalized",
                      preprocessing: Preprocessing = TORCHVISION, batch_size: int = 32, constant_eps: float = 1e-6,
-                     progress=False) -> torch.Tensor:
+                     crop_ids=None, progress=False) -> torch.Tensor:
     """Coherency of M maps: map i is `maps01[i]` (H, W) of crop `crop_index[i]` at layer `map_layers[i]`.
 
     attribute(images, targets) -> {layer: (b, h_l, w_l)}: the method's maps on new inputs, every layer in one
     pass. The explanation images of `batch_size` maps (any crops, any layers) go through one call; each keeps
     the map of its own layer. reference: (M, H, W) the maps of x upsampled to the input (any positive affine
     image of them: r is invariant); default `maps01` (right unless the maps were rescaled).
+    crop_ids: the n crops' ids, passed on as `attribute(..., crop_ids=)` (each image gets its crop's), or None.
     Returns float64 (M,) on x's device.
     """
     check_mask_space(mask_space)
@@ -97,7 +99,8 @@ def coherency_scores(x: torch.Tensor, targets, maps01: torch.Tensor, attribute: 
             idx = torch.arange(s, min(s + batch_size, M), device=dev)
             c = ci[idx]
             images = explanation_images(x[c], maps01[idx].to(dev), mask_space, preprocessing)
-            maps = attribute(images, t[c])
+            ids = None if crop_ids is None else [crop_ids[i] for i in c.tolist()]
+            maps = call_attribute(attribute, images, t[c], ids)
             for layer in torch.unique(layers[idx]).tolist():
                 if layer not in maps:
                     raise LayersweepError(f"attribute returned no map of layer {layer}.")
@@ -115,7 +118,7 @@ def coherency_scores(x: torch.Tensor, targets, maps01: torch.Tensor, attribute: 
 def adcc_scores(model, x: torch.Tensor, targets, maps01: torch.Tensor, attribute: Callable, *, map_layers,
                 crop_index=None, reference: torch.Tensor | None = None, Y: torch.Tensor | None = None,
                 mask_space: str = "normalized", preprocessing: Preprocessing = TORCHVISION, batch_size: int = 32,
-                forward_batch_size: int = 256, constant_eps: float = 1e-6, progress=False) -> dict:
+                forward_batch_size: int = 256, constant_eps: float = 1e-6, crop_ids=None, progress=False) -> dict:
     """Coherency, complexity, average drop (fraction) and ADCC of M maps (arguments as `coherency_scores`).
 
     Y: (n,) target scores of x (computed when None); O, the score of each explanation image, costs one
@@ -131,6 +134,6 @@ def adcc_scores(model, x: torch.Tensor, targets, maps01: torch.Tensor, attribute
     ad = average_drop_terms(Y.to(dev)[ci], O).double() / 100
     coh = coherency_scores(x, t, maps01, attribute, map_layers=map_layers, crop_index=ci, reference=reference,
                            mask_space=mask_space, preprocessing=preprocessing, batch_size=batch_size,
-                           constant_eps=constant_eps, progress=progress)
+                           constant_eps=constant_eps, crop_ids=crop_ids, progress=progress)
     com = complexity(maps01).to(dev)
     return {"coherency": coh, "complexity": com, "average_drop": ad, "adcc": adcc_combine(coh, com, ad)}

@@ -37,11 +37,19 @@ def uniform_perturbations(x_crop: torch.Tensor, n_samples: int, radius: float,
     return noise.to(x_crop.device, x_crop.dtype)
 
 
-def _attribute_batches(attribute: Callable, images: torch.Tensor, targets: torch.Tensor, batch_size: int) -> dict:
+def call_attribute(attribute: Callable, images, targets, crop_ids=None) -> dict:
+    """attribute(images, targets), with `crop_ids=` when given: the sampling methods then draw each image's
+    orderings from its crop's id, as they did for the crop's own map, whatever the batch."""
+    return attribute(images, targets) if crop_ids is None else attribute(images, targets, crop_ids=list(crop_ids))
+
+
+def _attribute_batches(attribute: Callable, images: torch.Tensor, targets: torch.Tensor, batch_size: int,
+                       crop_ids=None) -> dict:
     """{layer: (b, h, w)} of `attribute` called on `batch_size` images at a time."""
     out: dict = {}
     for s in range(0, len(images), batch_size):
-        maps = attribute(images[s:s + batch_size], targets[s:s + batch_size])
+        ids = None if crop_ids is None else crop_ids[s:s + batch_size]
+        maps = call_attribute(attribute, images[s:s + batch_size], targets[s:s + batch_size], ids)
         for layer, m in maps.items():
             out.setdefault(layer, []).append(torch.as_tensor(m))
     return {layer: torch.cat(parts) for layer, parts in out.items()}
@@ -49,13 +57,14 @@ def _attribute_batches(attribute: Callable, images: torch.Tensor, targets: torch
 
 def sensitivity_max_layers(x: torch.Tensor, targets, attribute: Callable, *, generators,
                            n_perturb_samples: int = 10, radius: float = 0.02, batch_size: int = 32,
-                           reference: dict | None = None, progress=None) -> dict:
+                           reference: dict | None = None, crop_ids=None, progress=None) -> dict:
     """Max-sensitivity of every layer's map of every crop.
 
     x: (n, C, H, W) model inputs; targets: (n,) classes. attribute(images, targets) -> {layer: (b, h_l, w_l)}:
     the method's maps at every layer on new inputs (one engine pass). generators: n torch.Generators, one per
     crop (its K perturbations are drawn from it in one call of `uniform_perturbations`). batch_size: images per
     call of `attribute`. reference: {layer: (n, h_l, w_l)} maps of x; None recomputes them with `attribute`.
+    crop_ids: n ids passed on to `attribute(..., crop_ids=)` (a perturbed image gets its crop's id), or None.
     progress: a tqdm bar advanced by one per attribution pass of a crop, or None.
 
     Returns {layer: float64 tensor (n,)} on x's device.
@@ -63,10 +72,12 @@ def sensitivity_max_layers(x: torch.Tensor, targets, attribute: Callable, *, gen
     n_perturb_samples, radius = check_sensitivity_options(n_perturb_samples, radius)
     if len(generators) != len(x):
         raise LayersweepError(f"{len(generators)} generators for {len(x)} crops; give one per crop.")
+    if crop_ids is not None and len(crop_ids) != len(x):
+        raise LayersweepError(f"{len(crop_ids)} crop ids for {len(x)} crops; give one per crop.")
     t = torch.as_tensor(targets, device=x.device).long()
     K = n_perturb_samples
     if reference is None:
-        reference = _attribute_batches(attribute, x, t, batch_size)
+        reference = _attribute_batches(attribute, x, t, batch_size, crop_ids)
         if progress is not None:
             progress.update(len(x))
     ref = {layer: torch.as_tensor(m).to(x.device, torch.float64).reshape(len(x), -1) for layer, m in reference.items()}
@@ -79,7 +90,8 @@ def sensitivity_max_layers(x: torch.Tensor, targets, attribute: Callable, *, gen
         # crop-major, sample-minor: captum's repeat_interleave order
         perturbed = torch.cat([x[c][None] + uniform_perturbations(x[c], K, radius, generators[c]) for c in crops])
         owner = torch.arange(c0, crops.stop, device=x.device).repeat_interleave(K)
-        maps = _attribute_batches(attribute, perturbed, t[owner], batch_size)
+        ids = None if crop_ids is None else [crop_ids[c] for c in owner.tolist()]
+        maps = _attribute_batches(attribute, perturbed, t[owner], batch_size, ids)
         if set(maps) != set(ref):
             raise LayersweepError(f"attribute returned the layers {sorted(maps)}, the reference maps are of "
                                   f"layers {sorted(ref)}.")
