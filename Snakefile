@@ -13,6 +13,7 @@ include: "rules/common.smk"
 wildcard_constraints:
     split="train|val|test",
     method="|".join(METHODS),
+    metric="|".join(ADDED_METRICS) or "(?!x)x",  # (?!x)x matches nothing: no added metric configured
     k=r"\d+",
     r=r"[0-9.]+",
     which="trainval|test",
@@ -23,6 +24,7 @@ include: "rules/data.smk"
 include: "rules/model.smk"
 include: "rules/attribution.smk"
 include: "rules/metrics.smk"
+include: "rules/metrics_extra.smk"
 include: "rules/figures.smk"
 
 report: "report/workflow.rst"
@@ -35,6 +37,7 @@ rule all:
     input:
         expand("figures/fig{n}.pdf", n=range(2, 8)),
         "figures/atlas.pdf",
+        "figures/fig8.pdf" if ADDED_METRICS else [],
         "results/summary.parquet",
         "results/model/test_accuracy.json" if HEAD_TRAINING else [],
     default_target: True

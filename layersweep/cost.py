@@ -410,15 +410,37 @@ def attribution_runtime_min(method, config: dict, n_crops: int) -> int:
     return int(math.ceil(10 + 2 * n_crops * seconds / 60))
 
 
+def added_metric_work(metric: str, options: dict, method, config: dict) -> Work:
+    """Per-crop work of an added metric on one method's maps: its forwards per map times the method's layers,
+    plus its attribution passes per crop, each costing the method's whole pass (every layer at once)."""
+    from .metrics.registry import get_metric
+
+    m = get_metric(metric)
+    if m.cost is None:
+        return ZERO
+    c = m.cost(options, None)
+    mc = method_cost(method, config["attribution"], config)
+    forwards = c.get("forwards_per_map", 0.0) * len(mc.per_layer)
+    return Work(forwards, 0.0) + c.get("attribution_passes_per_crop", 0.0) * mc.total
+
+
+def added_metric_minutes(metric: str, options: dict, method, config: dict, n_crops: int) -> int:
+    """SLURM minutes of one added-metric shard, as `attribution_runtime_min`."""
+    seconds = assumed_seconds(config_facts(config), config.get("device", "cpu")).of(
+        added_metric_work(metric, options, method, config))
+    return int(math.ceil(10 + 2 * n_crops * seconds / 60))
+
+
 # ------------------------------------------------------------------------------------- the cost table
 
 COST_COLUMNS = ("method", "pass_kind", "layer", "name", "forwards", "backwards", "seconds_per_crop", "n_crops",
                 "total_seconds", "total_hours")
 
 
-def cost_table(methods, config: dict, n_crops: int, seconds: Seconds):
+def cost_table(methods, config: dict, n_crops: int, seconds: Seconds, metrics: dict | None = None):
     """Per method: one row for its pass ('pass'), one per layer, one 'total'; work and seconds per crop, and
-    over the `n_crops` crops of the study."""
+    over the `n_crops` crops of the study. `metrics` ({added metric: its options}, config metrics.compute): one
+    more 'total' row per (method, metric), pass_kind 'metric <name>', for the metric's scoring work."""
     import pandas as pd
 
     facts = config_facts(config)
@@ -433,6 +455,14 @@ def cost_table(methods, config: dict, n_crops: int, seconds: Seconds):
             rows.append(dict(method=name, pass_kind=mc.pass_kind, layer=layer, name=label, forwards=work.forwards,
                              backwards=work.backwards, seconds_per_crop=per_crop, n_crops=int(n_crops),
                              total_seconds=per_crop * n_crops, total_hours=per_crop * n_crops / 3600))
+    for metric, options in (metrics or {}).items():  # rows "metric <name>": scoring work on each method's maps
+        for name in methods:
+            work = added_metric_work(metric, options, name, config)
+            per_crop = seconds.of(work)
+            rows.append(dict(method=name, pass_kind=f"metric {metric}", layer="total", name=f"metric {metric}",
+                             forwards=work.forwards, backwards=work.backwards, seconds_per_crop=per_crop,
+                             n_crops=int(n_crops), total_seconds=per_crop * n_crops,
+                             total_hours=per_crop * n_crops / 3600))
     return pd.DataFrame(rows, columns=list(COST_COLUMNS))
 
 

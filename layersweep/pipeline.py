@@ -74,3 +74,39 @@ def fitted_model(inputs, device_name: str, spec: dict | None = None):
     if spec is None:
         raise LayersweepError("no model checkpoint and no model spec were given; the rule must pass the head checkpoint or its 'model' param.")
     return load_pretrained(spec, weights_path=weights or None, device=device), device
+
+
+def shard_boxes(index_path, crop_ids):
+    """Boxes (k, 4) of each sample of `crop_ids` (image mode), in that order; None in crop mode (no boxes)."""
+    import pandas as pd
+
+    from .data import BOXES_COLUMN, sample_boxes
+
+    index = pd.read_parquet(index_path)
+    if BOXES_COLUMN not in index.columns:
+        return None
+    pos = {cid: i for i, cid in enumerate(index["crop_id"])}
+    boxes = sample_boxes(index)
+    return [boxes[pos[c]] for c in crop_ids]
+
+
+def method_on_inputs(model, inputs, method: str, shard_path, attribution: dict, *, seed: int, device,
+                     preprocessing):
+    """fn(images, targets, crop_ids=None) -> {layer: maps}: the shard's method at the shard's layers on new
+    normalised inputs, with the attribution rule's settings (`attribution`: attribute_to, n_baselines, max_pairs,
+    precision, perturb_batch, options), for metrics that recompute explanations (sensitivity, coherency)."""
+    from .attribution import attribute_layers, get_method, read_attribution_shard
+    from .preprocess import to_model_input
+
+    layers = [int(v) for v in read_attribution_shard(shard_path)["layers"]]
+    base = None
+    if get_method(method).pass_kind == "deeplift":
+        base = to_model_input(baselines(inputs, attribution["n_baselines"], seed), device, preprocessing)
+
+    def attribute(images, targets, crop_ids=None):
+        return attribute_layers(model, images, targets, [method], layers, baselines=base,
+                                attribute_to=attribution["attribute_to"], max_pairs=attribution["max_pairs"],
+                                precision=attribution["precision"], options={method: dict(attribution["options"])},
+                                seed=seed, crop_ids=crop_ids, perturb_batch=attribution["perturb_batch"])[method]
+
+    return attribute

@@ -64,6 +64,72 @@ def method_layers(method):
     return ATTR["options"].get(method, {}).get("layers", ATTR["layers"])
 RESCALE_RS = [r_label(r) for r in config["rescale"]["r"]]
 
+
+def _added_metrics():
+    """The metrics of `metrics.compute` beyond the report's four, with their checked options."""
+    from layersweep.metrics.registry import check_compute, metric_options
+
+    try:
+        added = check_compute(METRICS["compute"], METRICS["options"], DATA["samples"], METHODS)
+        return added, {m: metric_options(m, METRICS["options"].get(m)) for m in added}
+    except LayersweepError as exc:
+        sys.exit(f"layersweep: {exc}")
+
+
+ADDED_METRICS, ADDED_METRIC_OPTIONS = _added_metrics()
+
+
+def added_metric(name):
+    from layersweep.metrics.registry import get_metric
+
+    return get_metric(name)
+
+
+def metric_methods(metric):
+    """`metrics.options.<metric>.methods` if given, else every configured method."""
+    chosen = METRICS["options"].get(metric, {}).get("methods", "all")
+    return list(METHODS) if chosen == "all" else [m for m in METHODS if m in chosen]
+
+
+def added_metric_shards(metric, r=None):
+    sub = f"results/metrics-extra/{metric}" if r is None else f"results/metrics-extra/{metric}/rescaled-{r}"
+    return [f"{sub}/{m}/shard-{k}.parquet" for m in metric_methods(metric) for k in shard_ids()]
+
+
+def added_metric_summaries():
+    return [f"results/summary/metric-{m}.parquet" for m in ADDED_METRICS]
+
+
+def added_metric_inputs(wildcards):
+    """The attribution shard and the crops; the baseline crops too when the metric recomputes explanations."""
+    inputs = {"maps": f"results/attributions/{wildcards.method}/shard-{wildcards.k}.npz", **split_files("test"),
+              "weights": weights_file(), **MODEL_FILES}
+    if "attribution" in added_metric(wildcards.metric).needs:
+        inputs.update(train_crops="results/data/train_crops.npy", train_index="results/data/train.parquet",
+                      val_crops="results/data/val_crops.npy", val_index="results/data/val.parquet")
+    return inputs
+
+
+def added_metric_attribution(wildcards):
+    """What the method's maps depend on, for metrics that recompute them on perturbed inputs (else nothing)."""
+    if "attribution" not in added_metric(wildcards.metric).needs:
+        return {}
+    keys = ("attribute_to", "n_baselines", "max_pairs", "precision", "perturb_batch")
+    return dict({k: ATTR[k] for k in keys}, options=method_options(wildcards.method))
+
+
+def added_metric_runtime(wildcards, attempt):
+    # forwards per map x layers, and attribution passes per crop, at a generous CPU rate of the crop size
+    from layersweep.cost import added_metric_minutes
+
+    return added_metric_minutes(wildcards.metric, ADDED_METRIC_OPTIONS[wildcards.metric], wildcards.method, config,
+                                DATA["shard_size"]) * attempt
+
+
+def added_metric_summary_inputs(wildcards):
+    rs = RESCALE_RS if added_metric(wildcards.metric).rescaled else []
+    return added_metric_shards(wildcards.metric) + [p for r in rs for p in added_metric_shards(wildcards.metric, r)]
+
 ENV = "../envs/layersweep.yaml"  # for --software-deployment-method conda; the venv has the same pins
 
 

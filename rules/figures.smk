@@ -151,6 +151,31 @@ rule fig7:
         "../scripts/fig7.py"
 
 
+# The added metrics (metrics.compute beyond the report's four) against the layer, in the style of fig5.
+rule fig8:
+    input:
+        summaries=added_metric_summaries(),
+    output:
+        **figure_outputs(8),
+    params:
+        plot=plot_params(),
+        arch=ARCH,
+        metrics=ADDED_METRICS,
+        methods=FIG_METHODS,
+    log:
+        "logs/figures/fig8.log",
+    group:
+        "summaries"
+    threads: 1
+    resources:
+        mem_mb=grows(1000),
+        runtime=grows(5),
+    conda:
+        ENV
+    script:
+        "../scripts/fig8.py"
+
+
 # Every configured method at every layer on the example crops, read from the attribution shards that
 # hold them (no attribution is recomputed).
 rule atlas:

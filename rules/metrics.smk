@@ -134,10 +134,11 @@ rule paired_difference:
         "../scripts/paired_difference.py"
 
 
-# Everything in one table for the user: plain and every configured r.
+# Everything in one table for the user: plain and every configured r, and the added metrics.
 rule summary:
     input:
-        ["results/summary/plain.parquet"] + [f"results/summary/rescaled-{r}.parquet" for r in RESCALE_RS],
+        ["results/summary/plain.parquet"] + [f"results/summary/rescaled-{r}.parquet" for r in RESCALE_RS]
+        + added_metric_summaries(),
     output:
         "results/summary.parquet",
     log:

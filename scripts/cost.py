@@ -17,7 +17,7 @@ def main(sm):
     n_crops = p.n_images if p.n_images != "all" else len(pd.read_parquet(sm.input.index))
     device = resolve_device(p.device)
     seconds = cost.measure_seconds(cost.timing_model(config, device), p.crop_size, device)
-    table = cost.cost_table(p.methods, config, n_crops, seconds)
+    table = cost.cost_table(p.methods, config, n_crops, seconds, metrics=p.metrics)
     totals = table[table["layer"] == "total"].drop(columns=["layer", "name"])
     log.info("one forward %.4f s, one backward %.4f s per %d-px crop (%s)", seconds.forward, seconds.backward,
              p.crop_size, seconds.source)

@@ -618,3 +618,55 @@ def test_atlas_rejects_bad_maps_and_writes_nothing(tmp_path, specs):
     with pytest.raises(LayersweepError, match="layer 21"):
         figures.atlas(crops, ids, maps, *_outs(tmp_path, "atlas"), demo=False, dpi=DPI, specs=specs)
     assert _no_files(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------- fig8
+
+@pytest.fixture
+def two_added_metrics():
+    from layersweep.metrics import registry
+
+    registry.register("testpair", columns={"tp_score": "higher", "tp_chance": "none"}, rescaled=False,
+                      score=lambda ctx: {}, reference="", definition="")
+    registry.register("testloss", columns={"tl_loss": "lower"}, rescaled=True, score=lambda ctx: {},
+                      reference="", definition="")
+    yield ["testpair", "testloss"]
+    registry._REGISTRY.pop("testpair")
+    registry._REGISTRY.pop("testloss")
+
+
+def _added_summary(methods, columns, seed=3):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for method in methods:
+        for layer in range(21):
+            for metric, rr in [(c, np.nan) for c in columns] + [("tl_loss", 0.3)]:
+                mean = rng.uniform(0, 1)
+                rows.append(dict(method=method, layer=layer, metric=metric, rescale_r=rr, mean=mean,
+                                 ci_low=mean - 0.05, ci_high=mean + 0.05, n=10, n_constant=0, n_clamped=0))
+    return pd.DataFrame(rows)
+
+
+def test_fig8_draws_each_added_column_and_keeps_the_reference_in_the_csv(tmp_path, two_added_metrics):
+    columns = ["tp_score", "tp_chance", "tl_loss"]
+    summary = pd.concat([_added_summary(METHODS, ["tp_score", "tp_chance"]),
+                         _added_summary(["gradcampp"], ["tl_loss"])], ignore_index=True)  # testloss: one method only
+    summary = summary[~((summary["metric"] == "tl_loss") & (summary["method"] != "gradcampp"))]
+    pdf, png, csv = _outs(tmp_path, "fig8")
+    figures.fig8(summary, pdf, png, csv, metrics=two_added_metrics, demo=True, dpi=DPI)
+    got = _assert_files(pdf, png, csv)
+    _assert_same_numbers(got, summary[summary["rescale_r"].isna()], ["method", "layer", "metric"], FIG5_COLS)
+    assert set(got["metric"]) == set(columns)
+    assert figures.fig8_columns(two_added_metrics) == ["tp_score", "tl_loss"]  # "none" columns are not drawn
+    assert style.better_direction("tl_loss").startswith("lower")
+    assert style.better_direction("tp_chance") == "reference value"
+
+
+def test_fig8_without_added_metrics_or_with_a_missing_row_writes_nothing(tmp_path, two_added_metrics):
+    pdf, png, csv = _outs(tmp_path, "fig8")
+    with pytest.raises(LayersweepError, match="'metrics.compute' lists none"):
+        figures.fig8(_added_summary(METHODS, ["tp_score"]), pdf, png, csv, metrics=[], demo=False, dpi=DPI)
+    summary = _added_summary(METHODS, ["tp_score", "tp_chance", "tl_loss"]).iloc[1:]
+    with pytest.raises(LayersweepError, match="no row for method 'deepliftshap', layer 0, metric 'tp_score'"):
+        figures.fig8(summary, pdf, png, csv, metrics=two_added_metrics, demo=False, dpi=DPI)
+    assert not any(tmp_path.iterdir())

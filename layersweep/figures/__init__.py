@@ -16,10 +16,11 @@ from .fig4 import fig4
 from .fig5 import fig5
 from .fig6 import fig6
 from .fig7 import fig7
+from .fig8 import fig8, fig8_columns
 from .inputs import FIG5_METRICS, RESCALED_METRICS, vgg11_specs
 from .reference import REFERENCE_R, SHAPCAM_VOC, load_reference
 from .style import DEMO_STAMP, METHOD_LABELS, METRICS, method_label
 
-__all__ = ["atlas", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "load_reference", "method_label", "vgg11_specs",
+__all__ = ["atlas", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig8_columns", "load_reference", "method_label", "vgg11_specs",
            "DEMO_STAMP", "METHOD_LABELS", "METRICS", "FIG5_METRICS", "RESCALED_METRICS", "REFERENCE_R",
            "SHAPCAM_VOC"]

@@ -12,8 +12,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from .reference import REF_AD_NOTE, REF_LABEL, SHAPCAM_VOC
-from .style import (METRICS, better_direction, families, kind_colour, kinds_in, layer_axis, method_colours,
-                    method_label, method_markers, new_figure)
+from .style import (better_direction, families, kind_colour, kinds_in, layer_axis, method_colours,
+                    method_label, method_markers, metric_info, new_figure)
 
 FEW_METHODS = 4
 
@@ -23,7 +23,7 @@ def metric_panel(ax, rows, metric, spec_map, markers, offsets, reference, colour
 
     colours None: points and bars coloured by layer kind; else `colours[method]`.
     """
-    title, ylabel, _ = METRICS[metric]
+    title, ylabel, _ = metric_info(metric)
     part = rows[rows["metric"] == metric]
 
     def colour(method, kinds):
@@ -102,6 +102,8 @@ def metric_figure(rows, metrics, reference_rows, spec_map, title, demo, layout, 
         for ax, metric in zip(axes, metrics):
             metric_panel(ax, rows, metric, spec_map, markers, offsets, reference_rows)
             ax.set_xlabel("layer")
+        for ax in axes[len(metrics):]:  # a grid larger than the metric list
+            ax.set_visible(False)
         handles = legend_handles(methods, markers, kinds_in(rows), metrics, reference_rows)
     else:
         groups = families(methods)

@@ -153,8 +153,21 @@ def layer_axis(ax, layers, spec_map) -> None:
     ax.set_axisbelow(True)
 
 
+def metric_info(metric: str) -> tuple[str, str, bool | None]:
+    """(title, y label, higher is better) of a summary metric: the report's four, or a column of an added metric
+    (layersweep.metrics.registry; None = a reference value such as a chance level, no better direction)."""
+    if metric in METRICS:
+        return METRICS[metric]
+    from ..metrics.registry import column_info
+
+    name, direction = column_info(metric)
+    title = metric.replace("_", " ")
+    return title, f"{title} ({name})" if name != metric else title, {"higher": True, "lower": False}.get(direction)
+
+
 def better_direction(metric: str) -> str:
-    return "higher is better \u2191" if METRICS[metric][2] else "lower is better \u2193"
+    higher = metric_info(metric)[2]
+    return "reference value" if higher is None else "higher is better \u2191" if higher else "lower is better \u2193"
 
 def kinds_in(rows) -> list[str]:
     present = set(rows["kind"])

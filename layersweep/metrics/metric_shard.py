@@ -43,8 +43,6 @@ class MetricContext:
     r: float | None
     rtol: float
     constant_eps: float
-    blur_kernel: int
-    blur_sigma: float
     progress: object
     boxes: list | None = None          # n float arrays (k_i, 4) x0, y0, x1, y1 in input pixels (image mode)
     attribute: Callable | None = None  # attribute(images, targets) -> {layer: (b, h_l, w_l)}
@@ -77,8 +75,7 @@ class MetricContext:
 
 def score_metric_shard(name: str, model, crops_uint8, shard, *, crop_ids=None, options: dict | None = None,
                        r: float | None = None, rtol: float = 1e-4, mask_space: str = "normalized",
-                       batch_size: int = 256, constant_eps: float = 1e-6, blur_kernel: int = 11,
-                       blur_sigma: float = 5.0, device="auto", precision: str = "float32", seed: int = 0,
+                       batch_size: int = 256, constant_eps: float = 1e-6, device="auto", precision: str = "float32", seed: int = 0,
                        boxes=None, attribute=None, progress: bool = True,
                        preprocessing: Preprocessing = TORCHVISION) -> pd.DataFrame:
     """The added metric `name` of every map of one shard (plain, or rescaled to sum r*H*W when `r` is given).
@@ -109,7 +106,7 @@ def score_metric_shard(name: str, model, crops_uint8, shard, *, crop_ids=None, o
             Y = image_scores(net, x, t, batch_size=batch_size, progress=bar)
             ctx = MetricContext(name, net, x, t, Y, sh["method"], sh["crop_id"], sh["layers"], sh["maps"],
                                 mask_space, batch_size, preprocessing, dev, seed, opts, r, rtol, constant_eps,
-                                blur_kernel, blur_sigma, bar if progress else False, boxes=boxes,
+                                bar if progress else False, boxes=boxes,
                                 attribute=attribute, constant=torch.ones(L * n, dtype=torch.bool, device=dev))
             for _ in ctx.groups():  # which maps are constant, whether or not the metric walks the groups
                 pass

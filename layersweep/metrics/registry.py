@@ -62,7 +62,7 @@ def bool_option(default: bool) -> Option:
     return Option(default, lambda v: isinstance(v, bool), "true or false")
 
 
-__all__ = ["CORE", "Metric", "available_metrics", "bool_option", "check_compute", "choice_option", "float_option",
+__all__ = ["CORE", "Metric", "added_columns", "available_metrics", "column_info", "bool_option", "check_compute", "choice_option", "float_option",
            "get_metric", "int_option", "list_option", "metric_options", "register"]
 
 
@@ -108,11 +108,33 @@ def get_metric(name: str) -> Metric:
     return _REGISTRY[name]
 
 
+def added_columns() -> list[str]:
+    """Every column of every added metric."""
+    _load()
+    return [c for m in _REGISTRY.values() for c in m.columns]
+
+
+def column_info(column: str) -> tuple[str, str]:
+    """(metric name, better direction) of a summary column: one of the report's four or an added metric's."""
+    if column in CORE:
+        return column, CORE[column]
+    _load()
+    for m in _REGISTRY.values():
+        if column in m.columns:
+            return m.name, m.columns[column]
+    raise LayersweepError(f"{column!r} is not a column of any metric; known metrics are {', '.join(available_metrics())}.")
+
+
 def metric_options(name: str, given: dict | None = None) -> dict:
-    """The metric's options: its defaults updated by `given` (config `metrics.options.<name>`), checked."""
+    """The metric's options: its defaults updated by `given` (config `metrics.options.<name>`), checked.
+
+    The key `methods` is the rules' business (which methods' maps to score), not the metric's, and is dropped.
+    """
     m = get_metric(name)
     out = dict(m.options)
     for key, value in dict(given or {}).items():
+        if key == "methods":
+            continue
         if key not in m.options:
             known = ", ".join(sorted(m.options)) or "none"
             raise LayersweepError(f"'metrics.options.{name}.{key}' is not an option of metric {name!r} (its options: {known}).")
@@ -122,9 +144,10 @@ def metric_options(name: str, given: dict | None = None) -> dict:
     return out
 
 
-def check_compute(compute, options: dict | None, samples: str) -> list[str]:
+def check_compute(compute, options: dict | None, samples: str, methods=()) -> list[str]:
     """The added metrics of config `metrics.compute` (the report's four are always computed), checked:
-    unknown names, options of metrics that do not exist, and metrics that need boxes in crop mode."""
+    unknown names, options of metrics that do not exist, `methods` lists naming a method not in `methods`
+    (attribution.methods), and metrics that need boxes in crop mode."""
     _load()
     names = list(dict.fromkeys(compute))
     for name in names:
@@ -136,6 +159,13 @@ def check_compute(compute, options: dict | None, samples: str) -> list[str]:
                                   f"{', '.join(sorted(_REGISTRY))}.")
         metric_options(name, options[name])
     added = [n for n in names if n not in CORE]
+    for name, given in dict(options or {}).items():
+        chosen = dict(given or {}).get("methods", "all")
+        if chosen != "all":
+            unknown = [m for m in chosen if m not in methods]
+            if unknown:
+                raise LayersweepError(f"config key 'metrics.options.{name}.methods' names '{unknown[0]}', which is not "
+                                      f"in 'attribution.methods' ({', '.join(methods)}).")
     for name in added:
         if "boxes" in _REGISTRY[name].needs and samples != "images":
             raise LayersweepError(f"metric {name!r} in 'metrics.compute' needs object boxes inside the image; "

@@ -69,29 +69,31 @@ def bootstrap_mean_ci(values: np.ndarray, *, n_boot: int, ci: float, rng: np.ran
     return tuple(o[0] for o in out) if squeeze else tuple(out)
 
 
-def summarize(per_image: pd.DataFrame, *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> pd.DataFrame:
+def summarize(per_image: pd.DataFrame, *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0,
+              metrics=None) -> pd.DataFrame:
     """Mean and percentile-bootstrap CI of each metric per (method, layer, rescale_r).
 
     Columns: method, layer, metric, rescale_r (NaN for plain maps), mean, ci_low, ci_high, n (maps with a
     value, i.e. non-constant), n_constant, n_clamped (rescaled maps whose exponent was clamped; 0 for plain).
     Metrics: ad, ic, deletion_auc, insertion_auc for plain rows; ad and ic for rescaled ones. AD is the mean of
-    the per-image terms (not the report code's per-batch sum).
+    the per-image terms (not the report code's per-batch sum). `metrics`: the columns to summarise in plain and
+    rescaled rows alike (an added metric's columns, layersweep.metrics.registry); None = the report's.
     """
     _check(n_boot, ci)
     df = _with_r(per_image)
     rows = []
     for (method, layer, r), g in df.groupby(["method", "layer", "rescale_r"], dropna=False, sort=True):
-        metrics = PLAIN_METRICS if np.isnan(r) else RESCALED_METRICS
-        missing = [m for m in metrics if m not in g.columns]
+        names = (PLAIN_METRICS if np.isnan(r) else RESCALED_METRICS) if metrics is None else tuple(metrics)
+        missing = [m for m in names if m not in g.columns]
         if missing:
             raise LayersweepError(f"per-image table has no column '{missing[0]}'.")
         constant = g["constant"].astype(bool).to_numpy()
-        vals = g.loc[~constant, list(metrics)].to_numpy(dtype=float)
+        vals = g.loc[~constant, list(names)].to_numpy(dtype=float)
         # a non-constant map always has every metric; drop a row only if one is missing anyway
         vals = vals[np.isfinite(vals).all(axis=1)]
         n_clamped = int(g["clamped"].eq(True).sum()) if "clamped" in g.columns and not np.isnan(r) else 0
         mean, lo, hi = bootstrap_mean_ci(vals, n_boot=n_boot, ci=ci, rng=_rng(seed, method, int(layer), float(r)))
-        for j, m in enumerate(metrics):
+        for j, m in enumerate(names):
             rows.append({"method": method, "layer": int(layer), "metric": m, "rescale_r": float(r),
                          "mean": mean[j], "ci_low": lo[j], "ci_high": hi[j], "n": len(vals),
                          "n_constant": int(constant.sum()), "n_clamped": n_clamped})

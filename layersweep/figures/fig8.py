@@ -1,0 +1,42 @@
+"""Fig. 8: every added metric (config metrics.compute beyond the report's four) against the layer, plain maps."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from ..errors import LayersweepError
+from ..metrics.registry import get_metric
+from .inputs import add_layer_info, select_summary, specs_by_index
+from .panels import metric_figure
+from .style import write_outputs
+
+
+def fig8_columns(metrics) -> list[str]:
+    """The drawn columns of the added metrics, in config order; reference values (a chance level) stay in the CSV."""
+    return [c for name in metrics for c, direction in get_metric(name).columns.items() if direction != "none"]
+
+
+def fig8(summary, out_pdf, out_png, out_csv, *, metrics, demo, dpi, specs=None, methods=None) -> pd.DataFrame:
+    """One panel per column of the added `metrics` (registry names) against layer, as fig5 draws the report's
+    four; small multiples by method family with many methods. CSV: the plotted summary rows, reference
+    columns (direction "none") included."""
+    if not metrics:
+        raise LayersweepError("fig8 draws the added metrics, but 'metrics.compute' lists none beyond ad, ic, "
+                              "deletion_auc and insertion_auc.")
+    columns = fig8_columns(metrics)
+    spec_map = specs_by_index(specs)
+    # metric by metric: `metrics.options.<m>.methods` may score some methods only
+    rows = add_layer_info(pd.concat([select_summary(summary[summary["metric"].isin(list(get_metric(name).columns))],
+                                                    list(get_metric(name).columns), None, spec_map, None)
+                                     for name in metrics], ignore_index=True), spec_map)
+    if methods is not None:
+        rows = rows[rows["method"].isin(list(methods))]
+    drawn = rows[rows["metric"].isin(columns)]
+    ncols = min(3, len(columns))
+    nrows = math.ceil(len(columns) / ncols)
+    fig = metric_figure(drawn, columns, None, spec_map, "Fig. 8: the added faithfulness metrics of each layer",
+                        demo, (nrows, ncols), (max(11.0, 5.2 * ncols + 3.0), 3.6 * nrows + 1.2))
+    cols = ["method", "layer", "name", "kind", "metric", "mean", "ci_low", "ci_high", "n", "n_constant"]
+    table = rows[cols].sort_values(["metric", "method", "layer"]).reset_index(drop=True)
+    return write_outputs(fig, table, out_pdf, out_png, out_csv, dpi)
