@@ -418,8 +418,8 @@ def added_metric_work(metric: str, options: dict, method, config: dict) -> Work:
     m = get_metric(metric)
     if m.cost is None:
         return ZERO
-    c = m.cost(options, None)
     mc = method_cost(method, config["attribution"], config)
+    c = m.cost(options, len(mc.per_layer))  # the registry's contract: cost(options, n_layers)
     forwards = c.get("forwards_per_map", 0.0) * len(mc.per_layer)
     return Work(forwards, 0.0) + c.get("attribution_passes_per_crop", 0.0) * mc.total
 

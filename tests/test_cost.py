@@ -204,13 +204,13 @@ def test_added_metric_cost_counts_forwards_per_map_and_attribution_passes():
 
     registry.register("testcost", columns={"tc": "lower"}, rescaled=False, score=lambda ctx: {}, reference="",
                       definition="", cost=lambda opts, n_layers: {"forwards_per_map": 2 * opts["k"],
-                                                                  "attribution_passes_per_crop": 3},
+                                                                  "attribution_passes_per_crop": n_layers},
                       options={"k": registry.int_option(4, 1, 10)})
     try:
         config = dict(CONFIG, attribution=dict(CONFIG["attribution"], layers=[0, 5, 20], options={}))
         gradcampp = cost.method_cost("gradcampp", config["attribution"], config).total
         work = cost.added_metric_work("testcost", {"k": 4}, "gradcampp", config)
-        assert work.forwards == pytest.approx(8 * 3 + 3 * gradcampp.forwards)  # 8 forwards x 3 maps + 3 passes
+        assert work.forwards == pytest.approx(8 * 3 + 3 * gradcampp.forwards)  # 8 forwards x 3 maps + 3 passes (one per layer)
         assert work.backwards == pytest.approx(3 * gradcampp.backwards)
         table = cost.cost_table(["gradcampp"], config, 10, cost.Seconds(0.5, 1.0, "test"),
                                 metrics={"testcost": {"k": 4}})
