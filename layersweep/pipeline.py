@@ -92,7 +92,8 @@ def shard_boxes(index_path, crop_ids):
 
 def method_on_inputs(model, inputs, method: str, shard_path, attribution: dict, *, seed: int, device,
                      preprocessing):
-    """fn(images, targets, crop_ids=None) -> {layer: maps}: the shard's method at the shard's layers on new
+    """fn(images, targets, crop_ids=None, layers=None) -> {layer: maps}: the shard's method at the shard's layers (or
+    `layers`, some of them) on new
     normalised inputs, with the attribution rule's settings (`attribution`: attribute_to, n_baselines, max_pairs,
     precision, perturb_batch, options), for metrics that recompute explanations (sensitivity, coherency)."""
     from .attribution import attribute_layers, get_method, read_attribution_shard
@@ -103,7 +104,8 @@ def method_on_inputs(model, inputs, method: str, shard_path, attribution: dict, 
     if get_method(method).pass_kind == "deeplift":
         base = to_model_input(baselines(inputs, attribution["n_baselines"], seed), device, preprocessing)
 
-    def attribute(images, targets, crop_ids=None):
+    def attribute(images, targets, crop_ids=None, layers=layers):
+        # `layers`: a subset of the shard's, when the caller keeps only some (coherency: one per explanation image)
         return attribute_layers(model, images, targets, [method], layers, baselines=base,
                                 attribute_to=attribution["attribute_to"], max_pairs=attribution["max_pairs"],
                                 precision=attribution["precision"], options={method: dict(attribution["options"])},

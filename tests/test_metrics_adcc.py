@@ -161,3 +161,19 @@ def test_registered_adcc_equals_the_naive_loop(r):
         assert row.adcc == pytest.approx(adcc, abs=1e-5)
     if r is not None:
         np.testing.assert_allclose(df["complexity"].dropna(), r, rtol=1e-5)  # the rescaled maps' mean is r
+
+
+def test_an_attribute_that_takes_layers_is_asked_only_for_the_layers_of_its_batch(setup):
+    model, x, b, t = setup
+    raw, maps01, ci, layers = maps_of(setup, "gradcampp")
+    asked = []
+
+    def attribute(images, targets, layers=LAYERS):  # as pipeline.method_on_inputs: a subset of the shard's layers
+        asked.append(list(layers))
+        return attribute_layers(model, images, targets, ["gradcampp"], layers)["gradcampp"]
+
+    full = adcc_scores(model, x, t, maps01, engine_attribute(model, "gradcampp", b), map_layers=layers,
+                       crop_index=ci, batch_size=4)
+    part = adcc_scores(model, x, t, maps01, attribute, map_layers=layers, crop_index=ci, batch_size=4)
+    torch.testing.assert_close(part["coherency"], full["coherency"], rtol=0, atol=1e-6)
+    assert len(asked) == -(-len(maps01) // 4) and all(len(a) < len(LAYERS) for a in asked)

@@ -100,7 +100,7 @@ def coherency_scores(x: torch.Tensor, targets, maps01: torch.Tensor, attribute: 
             c = ci[idx]
             images = explanation_images(x[c], maps01[idx].to(dev), mask_space, preprocessing)
             ids = None if crop_ids is None else [crop_ids[i] for i in c.tolist()]
-            maps = call_attribute(attribute, images, t[c], ids)
+            maps = call_attribute(attribute, images, t[c], ids, layers=torch.unique(layers[idx]).tolist())
             for layer in torch.unique(layers[idx]).tolist():
                 if layer not in maps:
                     raise LayersweepError(f"attribute returned no map of layer {layer}.")

@@ -12,6 +12,8 @@ image gives its maps at every layer, so the K perturbations of a crop cost K + 1
 """
 from __future__ import annotations
 
+import inspect
+
 from typing import Callable
 
 import torch
@@ -37,10 +39,14 @@ def uniform_perturbations(x_crop: torch.Tensor, n_samples: int, radius: float,
     return noise.to(x_crop.device, x_crop.dtype)
 
 
-def call_attribute(attribute: Callable, images, targets, crop_ids=None) -> dict:
+def call_attribute(attribute: Callable, images, targets, crop_ids=None, layers=None) -> dict:
     """attribute(images, targets), with `crop_ids=` when given: the sampling methods then draw each image's
-    orderings from its crop's id, as they did for the crop's own map, whatever the batch."""
-    return attribute(images, targets) if crop_ids is None else attribute(images, targets, crop_ids=list(crop_ids))
+    orderings from its crop's id, as they did for the crop's own map, whatever the batch; with `layers=` when
+    only those layers are kept (the pass then stops at them: much less work for the perturbation methods)."""
+    kwargs = {} if crop_ids is None else {"crop_ids": list(crop_ids)}
+    if layers is not None and "layers" in inspect.signature(attribute).parameters:
+        kwargs["layers"] = list(layers)
+    return attribute(images, targets, **kwargs)
 
 
 def _attribute_batches(attribute: Callable, images: torch.Tensor, targets: torch.Tensor, batch_size: int,
