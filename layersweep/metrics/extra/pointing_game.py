@@ -3,7 +3,8 @@
 The share (%) of the map's mass inside the union of the target class's boxes, and its chance level (the union's
 share of the image, the score of a uniform map) as a reference column. No forward. Rescaled too: the share is
 invariant to a positive factor but not to the power S**p of the rescaling, which moves it between the chance
-level (p -> 0) and the classic pointing game, 100 or 0 as the map's maximum falls inside a box or not (p -> inf).
+level of the map's support (p -> 0: every non-zero pixel alike) and the classic pointing game, 100 or 0 as the
+map's maximum falls inside a box or not (p -> inf).
 """
 from __future__ import annotations
 
