@@ -52,15 +52,16 @@ class MetricContext:
     def n(self) -> int:
         return len(self.crop_ids)
 
-    def groups(self):
-        """Also fills `constant`. (maps01, crop_index, rows) of the non-constant maps, a bounded number of layers at a time; maps01 are
-        min-max normalised after upsampling to the input, and rescaled to sum r*H*W when `r` is set."""
+    def groups(self, *, rescale: bool = True):
+        """(maps01, crop_index, rows) of the non-constant maps, a bounded number of layers at a time; maps01 are
+        min-max normalised after upsampling to the input, and rescaled to sum r*H*W when `r` is set (and
+        `rescale`). Also fills `constant`."""
         sh = {"crop_id": self.crop_ids, "layers": self.layers, "maps": self.raw_maps}
         size = tuple(self.x.shape[-2:])
         bar = self.progress if self.progress else tqdm(total=0, disable=True)
         for maps01, ci, rows in _nonconstant_maps(sh, self.n, size, self.constant_eps, self.device, self.constant,
                                                   bar, 0):
-            if self.r is not None:
+            if self.r is not None and rescale:
                 maps01 = rescale_maps(maps01, self.r, self.rtol)[0]
             yield maps01, ci, rows
 
@@ -108,7 +109,7 @@ def score_metric_shard(name: str, model, crops_uint8, shard, *, crop_ids=None, o
                                 mask_space, batch_size, preprocessing, dev, seed, opts, r, rtol, constant_eps,
                                 bar if progress else False, boxes=boxes,
                                 attribute=attribute, constant=torch.ones(L * n, dtype=torch.bool, device=dev))
-            for _ in ctx.groups():  # which maps are constant, whether or not the metric walks the groups
+            for _ in ctx.groups(rescale=False):  # which maps are constant, whether or not the metric walks the groups
                 pass
             values = metric.score(ctx)
     finally:
