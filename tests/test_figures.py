@@ -647,7 +647,7 @@ def _added_summary(methods, columns, seed=3):
     return pd.DataFrame(rows)
 
 
-def test_fig8_draws_each_added_column_and_keeps_the_reference_in_the_csv(tmp_path, two_added_metrics):
+def test_fig8_draws_each_added_column_and_keeps_the_reference_in_the_csv(tmp_path, two_added_metrics, monkeypatch):
     columns = ["tp_score", "tp_chance", "tl_loss"]
     summary = pd.concat([_added_summary(METHODS, ["tp_score", "tp_chance"]),
                          _added_summary(["gradcampp"], ["tl_loss"])], ignore_index=True)  # testloss: one method only
@@ -660,6 +660,18 @@ def test_fig8_draws_each_added_column_and_keeps_the_reference_in_the_csv(tmp_pat
     assert figures.fig8_columns(two_added_metrics) == ["tp_score", "tl_loss"]  # "none" columns are not drawn
     assert style.better_direction("tl_loss").startswith("lower")
     assert style.better_direction("tp_chance") == "reference value"
+    chance = summary.loc[(summary["metric"] == "tp_chance") & summary["rescale_r"].isna(), "mean"].mean()
+    from layersweep.figures import panels
+    drawn = []
+    real = panels.metric_panel
+
+    def spy(ax, rows, metric, *args, hline=None, **kw):
+        drawn.append((metric, hline))
+        return real(ax, rows, metric, *args, hline=hline, **kw)
+
+    monkeypatch.setattr(panels, "metric_panel", spy)
+    figures.fig8(summary, pdf, png, csv, metrics=two_added_metrics, demo=False, dpi=DPI)
+    assert dict(drawn)["tp_score"][0] == pytest.approx(chance) and dict(drawn)["tl_loss"] is None
 
 
 def test_fig8_without_added_metrics_or_with_a_missing_row_writes_nothing(tmp_path, two_added_metrics):

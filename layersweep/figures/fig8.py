@@ -19,8 +19,9 @@ def fig8_columns(metrics) -> list[str]:
 
 def fig8(summary, out_pdf, out_png, out_csv, *, metrics, demo, dpi, specs=None, methods=None) -> pd.DataFrame:
     """One panel per column of the added `metrics` (registry names) against layer, as fig5 draws the report's
-    four; small multiples by method family with many methods. CSV: the plotted summary rows, reference
-    columns (direction "none") included."""
+    four; small multiples by method family with many methods. A reference column (direction "none", e.g. the
+    pointing game's chance level) is a dashed line at its mean in its metric's first panel. CSV: the plotted
+    summary rows, reference columns included."""
     if not metrics:
         raise LayersweepError("fig8 draws the added metrics, but 'metrics.compute' lists none beyond ad, ic, "
                               "deletion_auc and insertion_auc.")
@@ -33,10 +34,17 @@ def fig8(summary, out_pdf, out_png, out_csv, *, metrics, demo, dpi, specs=None, 
     if methods is not None:
         rows = rows[rows["method"].isin(list(methods))]
     drawn = rows[rows["metric"].isin(columns)]
+    hlines = {}
+    for name in metrics:  # a reference column ("none": the pointing game's chance) is drawn in its metric's panel
+        cols = get_metric(name).columns
+        drawn_cols = [c for c, d in cols.items() if d != "none"]
+        for c in (c for c, d in cols.items() if d == "none" and drawn_cols):
+            level = rows.loc[rows["metric"] == c, "mean"].mean()
+            hlines[drawn_cols[0]] = (level, f"{c.replace('_', ' ')}: {level:.3g} (mean)")
     ncols = min(3, len(columns))
     nrows = math.ceil(len(columns) / ncols)
     fig = metric_figure(drawn, columns, None, spec_map, "Fig. 8: the added faithfulness metrics of each layer",
-                        demo, (nrows, ncols), (max(11.0, 5.2 * ncols + 3.0), 3.6 * nrows + 1.2))
+                        demo, (nrows, ncols), (max(11.0, 5.2 * ncols + 3.0), 3.6 * nrows + 1.2), hlines=hlines)
     cols = ["method", "layer", "name", "kind", "metric", "mean", "ci_low", "ci_high", "n", "n_constant"]
     table = rows[cols].sort_values(["metric", "method", "layer"]).reset_index(drop=True)
     return write_outputs(fig, table, out_pdf, out_png, out_csv, dpi)

@@ -18,7 +18,7 @@ from .style import (better_direction, families, kind_colour, kinds_in, layer_axi
 FEW_METHODS = 4
 
 
-def metric_panel(ax, rows, metric, spec_map, markers, offsets, reference, colours=None) -> None:
+def metric_panel(ax, rows, metric, spec_map, markers, offsets, reference, colours=None, hline=None) -> None:
     """One metric against layer, one marker and one CI bar per (method, layer) of `rows`.
 
     colours None: points and bars coloured by layer kind; else `colours[method]`.
@@ -47,6 +47,8 @@ def metric_panel(ax, rows, metric, spec_map, markers, offsets, reference, colour
                        marker=markers[method], s=55, linewidths=1.0, zorder=4)
     if metric in SHAPCAM_VOC:
         ax.axhline(SHAPCAM_VOC[metric], color="red", ls=":", lw=1.4, zorder=0)
+    if hline is not None:  # a reference level of this metric, e.g. the pointing game's chance
+        ax.axhline(hline[0], color="0.3", ls="--", lw=1.2, zorder=0)
     layer_axis(ax, part["layer"], spec_map)
     ax.set_title(f"{title}  ({better_direction(metric)})", fontsize=11)
     ax.set_ylabel(ylabel)
@@ -91,8 +93,10 @@ def _n_text(rows) -> str:
     return f" over n = {int(n.min())}" + (f"-{int(n.max())}" if n.max() != n.min() else "") + " crops"
 
 
-def metric_figure(rows, metrics, reference_rows, spec_map, title, demo, layout, figsize) -> Figure:
-    """`layout`/`figsize` are those of the few-methods figure; many methods get one column per family."""
+def metric_figure(rows, metrics, reference_rows, spec_map, title, demo, layout, figsize, hlines=None) -> Figure:
+    """`layout`/`figsize` are those of the few-methods figure; many methods get one column per family.
+    hlines: {metric: (value, legend label)} dashed reference levels (fig8: the pointing game's chance)."""
+    hlines = hlines or {}
     methods = sorted(set(rows["method"]))
     markers = method_markers(methods)
     if len(methods) <= FEW_METHODS:
@@ -100,7 +104,7 @@ def metric_figure(rows, metrics, reference_rows, spec_map, title, demo, layout, 
         fig = new_figure(figsize, demo)
         axes = fig.subplots(*layout, squeeze=False).ravel()
         for ax, metric in zip(axes, metrics):
-            metric_panel(ax, rows, metric, spec_map, markers, offsets, reference_rows)
+            metric_panel(ax, rows, metric, spec_map, markers, offsets, reference_rows, hline=hlines.get(metric))
             ax.set_xlabel("layer")
         for ax in axes[len(metrics):]:  # a grid larger than the metric list
             ax.set_visible(False)
@@ -115,12 +119,13 @@ def metric_figure(rows, metrics, reference_rows, spec_map, title, demo, layout, 
                 ax = axes[i, j]
                 part = rows[rows["method"].isin(members)]
                 metric_panel(ax, part, metric, spec_map, markers, method_offsets(members), reference_rows,
-                             colours)
+                             colours, hline=hlines.get(metric))
                 ax.set_title(f"{ax.get_title()}\n{family}", fontsize=10)
                 ax.set_xlabel("layer" if i == len(metrics) - 1 else "")
                 if j:
                     ax.set_ylabel("")
         handles = legend_handles(methods, markers, kinds_in(rows), metrics, reference_rows, colours)
+    handles += [Line2D([], [], color="0.3", ls="--", lw=1.2, label=label) for _, label in hlines.values()]
     fig.legend(handles=handles, loc="outside right upper", fontsize=9, frameon=False)
     fig.suptitle(f"{title}\n(points: mean{_n_text(rows)}, constant maps left out; bars: 95% bootstrap CI)",
                  fontsize=11)
