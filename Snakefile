@@ -7,25 +7,7 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-include: "rules/common.smk"
-
-
-wildcard_constraints:
-    split="train|val|test",
-    method="|".join(METHODS),
-    metric="|".join(ADDED_METRICS) or "(?!x)x",  # (?!x)x matches nothing: no added metric configured
-    k=r"\d+",
-    r=r"[0-9.]+",
-    which="trainval|test",
-
-
-include: "rules/download.smk"
-include: "rules/data.smk"
-include: "rules/model.smk"
-include: "rules/attribution.smk"
-include: "rules/metrics.smk"
-include: "rules/metrics_extra.smk"
-include: "rules/figures.smk"
+include: "rules/pipeline.smk"
 
 report: "report/workflow.rst"
 
@@ -35,9 +17,14 @@ localrules: all, download_voc, extract_voc, download_weights
 
 rule all:
     input:
-        expand("figures/fig{n}.pdf", n=range(2, 8)),
+        expand("figures/fig{n}.pdf", n=range(2, 8 if COMPARE else 7)),
         "figures/atlas.pdf",
         "figures/fig8.pdf" if ADDED_METRICS else [],
         "results/summary.parquet",
         "results/model/test_accuracy.json" if HEAD_TRAINING else [],
     default_target: True
+
+
+# The papers' set-ups (config/studies/*.yaml), each a module below studies/<name>/, and their tables.
+include: "rules/studies.smk"
+include: "rules/tables.smk"

@@ -70,10 +70,14 @@ def figure_methods(config: dict) -> list[str]:
     return list(chosen)
 
 
-def compare_pair(config: dict) -> tuple[str, str]:
-    """figures.compare: the two methods of fig7 and the paired differences (first minus second)."""
+def compare_pair(config: dict) -> tuple[str, str] | None:
+    """figures.compare: the two methods of fig7 and the paired differences (first minus second); None when the
+    key is null (no fig7, e.g. a study of one method)."""
     configured = list(config["attribution"]["methods"])
-    pair = tuple(config["figures"].get("compare", ["gradcampp", "deepliftshap"]))
+    pair = config["figures"].get("compare", ["gradcampp", "deepliftshap"])
+    if pair is None:
+        return None
+    pair = tuple(pair)
     for method in pair:
         if method not in configured:
             raise LayersweepError(f"config key 'figures.compare' names '{method}', which is not in "

@@ -2,6 +2,8 @@
 import sys
 from pathlib import Path
 
+from snakemake.utils import validate
+
 from layersweep.config import (canonical, check_config, compare_pair, figure_methods, n_shards, r_label,
                                shard_range)
 from layersweep.errors import LayersweepError
@@ -32,7 +34,7 @@ def methods():
 METHODS = methods()
 try:
     FIG_METHODS = figure_methods(config)  # fig5/fig6
-    COMPARE = compare_pair(config)  # fig7 and the paired differences: COMPARE[0] minus COMPARE[1]
+    COMPARE = compare_pair(config)  # fig7 and the paired differences: COMPARE[0] minus COMPARE[1]; None: neither
 except LayersweepError as exc:
     sys.exit(f"layersweep: {exc}")
 

@@ -127,28 +127,30 @@ rule fig6:
         "../scripts/fig5_fig6.py"
 
 
-rule fig7:
-    input:
-        paired=f"results/summary/paired-{r_label(FIGURES['rescale_r'])}.parquet",
-    output:
-        **figure_outputs(7),
-    params:
-        plot=plot_params(),
-        arch=ARCH,
-        r=FIGURES["rescale_r"],
-        compare=list(COMPARE),
-    log:
-        "logs/figures/fig7.log",
-    group:
-        "summaries"
-    threads: 1
-    resources:
-        mem_mb=grows(1000),
-        runtime=grows(5),
-    conda:
-        ENV
-    script:
-        "../scripts/fig7.py"
+if COMPARE:  # figures.compare null: no fig7, no paired differences
+
+    rule fig7:
+        input:
+            paired=f"results/summary/paired-{r_label(FIGURES['rescale_r'])}.parquet",
+        output:
+            **figure_outputs(7),
+        params:
+            plot=plot_params(),
+            arch=ARCH,
+            r=FIGURES["rescale_r"],
+            compare=list(COMPARE),
+        log:
+            "logs/figures/fig7.log",
+        group:
+            "summaries"
+        threads: 1
+        resources:
+            mem_mb=grows(1000),
+            runtime=grows(5),
+        conda:
+            ENV
+        script:
+            "../scripts/fig7.py"
 
 
 # The added metrics (metrics.compute beyond the report's four) against the layer, in the style of fig5.

@@ -105,33 +105,35 @@ use rule summary_plain as summary_rescaled with:
         "benchmarks/summary_rescaled/{r}.tsv"
 
 
-# Figure 7's paired differences: both methods on the same crops, plain and rescaled.
-rule paired_difference:
-    input:
-        plain=lambda wc: metric_shards(COMPARE),
-        rescaled=lambda wc: metric_shards(COMPARE, r=wc.r),
-    output:
-        "results/summary/paired-{r}.parquet",
-    params:
-        n_boot=config["summary"]["n_boot"],
-        ci=config["summary"]["ci"],
-        seed=SEED,
-        # one list, not two params: Snakemake compares the set of param values, so swapping two would go unseen
-        compare=list(COMPARE),
-    log:
-        "logs/paired_difference/{r}.log",
-    benchmark:
-        "benchmarks/paired_difference/{r}.tsv"
-    group:
-        "summaries"
-    threads: 1
-    resources:
-        mem_mb=grows(2000),
-        runtime=grows(10),
-    conda:
-        ENV
-    script:
-        "../scripts/paired_difference.py"
+if COMPARE:  # figures.compare null: no fig7, no paired differences
+
+    # Figure 7's paired differences: both methods on the same crops, plain and rescaled.
+    rule paired_difference:
+        input:
+            plain=lambda wc: metric_shards(COMPARE),
+            rescaled=lambda wc: metric_shards(COMPARE, r=wc.r),
+        output:
+            "results/summary/paired-{r}.parquet",
+        params:
+            n_boot=config["summary"]["n_boot"],
+            ci=config["summary"]["ci"],
+            seed=SEED,
+            # one list, not two params: Snakemake compares the set of param values, so swapping two would go unseen
+            compare=list(COMPARE),
+        log:
+            "logs/paired_difference/{r}.log",
+        benchmark:
+            "benchmarks/paired_difference/{r}.tsv"
+        group:
+            "summaries"
+        threads: 1
+        resources:
+            mem_mb=grows(2000),
+            runtime=grows(10),
+        conda:
+            ENV
+        script:
+            "../scripts/paired_difference.py"
 
 
 # Everything in one table for the user: plain and every configured r, and the added metrics.

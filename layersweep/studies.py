@@ -1,0 +1,105 @@
+"""The papers' set-ups as studies: each config/studies/<name>.yaml states what differs from config.yaml (the
+report's study), and runs as a Snakemake module whose outputs live below studies/<name>/.
+
+A study file is merged over config.yaml, key by key (lists and scalars replace, dicts merge), so it reads as
+the set-up's differences; it must state its own model, data and methods (REQUIRED_KEYS), so that a change of
+the report study's defaults cannot silently change a paper's set-up.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import yaml
+
+from .errors import LayersweepError
+
+# What defines a set-up: every study file states these itself.
+REQUIRED_KEYS = ("model.arch", "model.source", "data.samples", "data.n_images", "attribution.methods",
+                 "attribution.layers")
+# Output directories of the pipeline that a study moves below studies/<name>/; resources/ (the VOC archives and
+# the weights) stays shared, downloaded once by the report study's rules.
+STUDY_DIRS = ("results/", "figures/", "logs/", "benchmarks/")
+NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+
+
+def merge(base: dict, over: dict) -> dict:
+    """`over` on top of `base`: dicts merge recursively, anything else replaces (a copy; inputs untouched)."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise LayersweepError(f"the study config '{path}' does not exist.") from None
+    except yaml.YAMLError as exc:
+        raise LayersweepError(f"the study config '{path}' is not valid YAML ({type(exc).__name__}).") from None
+    if not isinstance(data, dict):
+        raise LayersweepError(f"the study config '{path}' holds no mapping of config keys.")
+    return data
+
+
+def _has(cfg: dict, dotted: str) -> bool:
+    node = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def module_name(name: str) -> str:
+    """The Snakemake module (and rule-name prefix) of a study: a Python identifier."""
+    return name.replace("-", "_")
+
+
+def study_prefix(name: str) -> str:
+    return f"studies/{name}/"
+
+
+def study_config(path: str | Path, base_path: str | Path, schema_path: str | Path | None = None) -> dict:
+    """The full config of the study in `path`: config.yaml (`base_path`) with the study's keys on top, checked
+    against the schema when `schema_path` is given. A missing required key or a bad value is one sentence
+    naming the study file."""
+    from .config import check_config
+
+    path = Path(path)
+    name = path.stem
+    if not NAME.match(name):
+        raise LayersweepError(f"the study config '{path}' has a name that is not lower-case letters, digits and "
+                              "dashes; rename the file (its name is the study's directory below studies/).")
+    own = _read_yaml(path)
+    missing = [k for k in REQUIRED_KEYS if not _has(own, k)]
+    if missing:
+        raise LayersweepError(f"the study config '{path}' lacks the key '{missing[0]}'; a study states its "
+                              f"model, data and methods itself ({', '.join(REQUIRED_KEYS)}).")
+    cfg = merge(_read_yaml(Path(base_path)), own)
+    methods = list(cfg["attribution"]["methods"])
+    if not _has(own, "figures.compare") and not set(cfg["figures"].get("compare", [])) <= set(methods):
+        # fig7's pair defaults to the study's own first two methods (a one-method study has no fig7); the
+        # tables do not use it
+        cfg["figures"]["compare"] = methods[:2] if len(methods) > 1 else None
+    if schema_path is not None:
+        try:
+            check_config(cfg, schema_path)
+        except LayersweepError as exc:
+            raise LayersweepError(f"the study config '{path}': {exc}") from None
+    return cfg
+
+
+def load_studies(studies_dir: str | Path, base_path: str | Path, schema_path: str | Path | None = None) -> dict:
+    """{name: full config} of every config/studies/*.yaml, sorted by name."""
+    return {p.stem: study_config(p, base_path, schema_path) for p in sorted(Path(studies_dir).glob("*.yaml"))}
+
+
+def replace_prefix(name: str) -> dict:
+    """The module's `replace_prefix`: the pipeline's output directories below studies/<name>/."""
+    return {d: study_prefix(name) + d for d in STUDY_DIRS}

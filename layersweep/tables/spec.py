@@ -1,0 +1,101 @@
+"""config/tables.yaml (which study, method, metric and layer give each cell) and config/paper-numbers.csv (the
+papers' numbers with their citation), checked against the studies before anything runs: one sentence per
+problem, naming the file and the key."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from ..errors import LayersweepError
+
+NUMBER_COLUMNS = ("paper", "table", "row", "metric", "dataset", "value", "unit", "citation")
+SPEC_KEYS = ("title", "paper", "table", "dataset", "metrics", "layers", "rows")
+COSINE = "cosine"  # LIFT-CAM Table 2's metric: computed from the attribution shards' channel weights
+
+
+def load_paper_numbers(path) -> pd.DataFrame:
+    """The papers' numbers: one row per (paper, table, row, metric, dataset) with its value and citation."""
+    try:
+        df = pd.read_csv(path, dtype={"table": str, "unit": str}, keep_default_na=False)
+    except FileNotFoundError:
+        raise LayersweepError(f"the papers' numbers file '{path}' does not exist.") from None
+    missing = [c for c in NUMBER_COLUMNS if c not in df.columns]
+    if missing:
+        raise LayersweepError(f"the papers' numbers file '{path}' has no column '{missing[0]}'.")
+    values = pd.to_numeric(df["value"], errors="coerce")
+    if values.isna().any():
+        bad = df.loc[values.isna()].iloc[0]
+        raise LayersweepError(f"the papers' numbers file '{path}' has the non-number '{bad['value']}' for "
+                              f"{bad['paper']} Table {bad['table']}, row '{bad['row']}', {bad['metric']}.")
+    df["value"] = values.astype(float)
+    key = ["paper", "table", "row", "metric", "dataset"]
+    if df.duplicated(key).any():
+        bad = df.loc[df.duplicated(key)].iloc[0]
+        raise LayersweepError(f"the papers' numbers file '{path}' lists {bad['paper']} Table {bad['table']}, row "
+                              f"'{bad['row']}', {bad['metric']} ({bad['dataset']}) twice.")
+    return df
+
+
+def paper_number(numbers: pd.DataFrame, spec: dict, row: str, metric: str) -> pd.Series:
+    """The one line of `numbers` for a cell of a table spec."""
+    hit = numbers[(numbers["paper"] == spec["paper"]) & (numbers["table"] == str(spec["table"]))
+                  & (numbers["row"] == row) & (numbers["metric"] == metric) & (numbers["dataset"] == spec["dataset"])]
+    if len(hit) != 1:
+        raise LayersweepError(f"config/paper-numbers.csv has no number for {spec['paper']} Table {spec['table']}, "
+                              f"row '{row}', column '{metric}' ({spec['dataset']}).")
+    return hit.iloc[0]
+
+
+def _layer_index(value, study: str, cfg: dict, where: str) -> int:
+    from ..layers import parse_layers
+    from ..model import build_features
+
+    n = len(build_features(cfg["model"]["arch"], cfg["model"]["source"]))
+    (layer,) = parse_layers([value], n, key=where)
+    configured = parse_layers(cfg["attribution"]["layers"], n)
+    if layer not in configured:
+        raise LayersweepError(f"config/tables.yaml key '{where}' is layer {layer}, which study '{study}' does not "
+                              f"compute (its attribution.layers: {cfg['attribution']['layers']}).")
+    return layer
+
+
+def load_table_specs(path, studies: dict, numbers: pd.DataFrame) -> dict:
+    """{table name: spec} with each study's layer resolved to an index (`layers`) and every paper number
+    looked up. `studies`: {name: full study config}."""
+    try:
+        specs = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise LayersweepError(f"the table specs '{path}' do not exist.") from None
+    if not isinstance(specs, dict):
+        raise LayersweepError(f"the table specs '{path}' hold no mapping of table names.")
+    for name, spec in specs.items():
+        missing = [k for k in SPEC_KEYS if not isinstance(spec, dict) or k not in spec]
+        if missing:
+            raise LayersweepError(f"{path} key '{name}' lacks '{missing[0]}'.")
+        for study in spec["layers"]:
+            if study not in studies:
+                raise LayersweepError(f"{path} key '{name}.layers' names the study '{study}', which has no "
+                                      f"config/studies/{study}.yaml.")
+        spec["layers"] = {s: _layer_index(v, s, studies[s], f"{name}.layers.{s}") for s, v in spec["layers"].items()}
+        for row, cell in spec["rows"].items():
+            if not isinstance(cell, dict) or "method" not in cell or not cell.get("studies"):
+                raise LayersweepError(f"{path} key '{name}.rows.{row}' needs a 'method' and a list 'studies'.")
+            for study in cell["studies"]:
+                if study not in spec["layers"]:
+                    raise LayersweepError(f"{path} key '{name}.rows.{row}' names the study '{study}', which "
+                                          f"'{name}.layers' does not list.")
+            for metric in spec["metrics"]:
+                paper_number(numbers, spec, row, metric)
+        if COSINE in spec["metrics"].values():
+            ref = spec.get("reference")
+            if not isinstance(ref, dict) or ref.get("study") not in spec["layers"] or "method" not in ref:
+                raise LayersweepError(f"{path} key '{name}.reference' must name a 'method' and a 'study' listed "
+                                      f"in '{name}.layers' (the cosine's reference weights).")
+            for study in {ref["study"], *(s for c in spec["rows"].values() for s in c["studies"])}:
+                if not studies[study]["attribution"].get("store_weights"):
+                    raise LayersweepError(f"{path} key '{name}' compares channel weights, but study '{study}' "
+                                          "does not store them; set attribution.store_weights: true in "
+                                          f"config/studies/{study}.yaml.")
+    return specs

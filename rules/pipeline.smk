@@ -1,0 +1,24 @@
+# The pipeline of one study: config checks, wildcard constraints and every stage's rules. The Snakefile includes
+# it for the report's study (today's paths), and rules/studies.smk loads it once per config/studies/*.yaml as a
+# module (its own config, its outputs below studies/<name>/).
+
+
+include: "common.smk"
+
+
+wildcard_constraints:
+    split="train|val|test",
+    method="|".join(METHODS),
+    metric="|".join(ADDED_METRICS) or "(?!x)x",  # (?!x)x matches nothing: no added metric configured
+    k=r"\d+",
+    r=r"[0-9.]+",
+    which="trainval|test",
+
+
+include: "download.smk"
+include: "data.smk"
+include: "model.smk"
+include: "attribution.smk"
+include: "metrics.smk"
+include: "metrics_extra.smk"
+include: "figures.smk"
