@@ -112,7 +112,8 @@ rule paper_table:
         spec=lambda wc: TABLE_SPECS[wc.table],  # in the file's row order: reordering rows reorders the table
         summary_files=lambda wc: summary_files(wc.table),
         studies=lambda wc: canonical(study_facts(wc.table)),
-        study_configs=lambda wc: {s: canonical(STUDIES[s]) for s in table_studies(wc.table)},
+        study_configs=lambda wc: {s: STUDIES[s] for s in table_studies(wc.table)},  # config.yaml's key order
+        study_files=lambda wc: {s: Path(f"config/studies/{s}.yaml").read_text() for s in table_studies(wc.table)},
         summary=lambda wc: {s: {**STUDIES[s]["summary"], "seed": STUDIES[s]["seed"]} for s in table_studies(wc.table)},
     log:
         "logs/tables/{table}.log",

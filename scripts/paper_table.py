@@ -24,7 +24,7 @@ def main(sm):
     with atomic_path(sm.output.md) as tmp:
         tmp.write_text(table_markdown(spec["title"], table))
     with atomic_path(sm.output.html) as tmp:
-        tmp.write_text(table_html(spec["title"], table, p.study_configs, demo=demo))
+        tmp.write_text(table_html(spec["title"], table, p.study_configs, p.study_files, demo=demo))
 
 
 run_script(snakemake, main)

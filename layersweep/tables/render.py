@@ -10,6 +10,23 @@ import pandas as pd
 import yaml
 
 
+class _ConfigDumper(yaml.SafeDumper):
+    """Mappings in block style (one key a line), lists of scalars on one line: the config as one writes it."""
+
+
+def _list(dumper, data):
+    flat = all(not isinstance(v, (dict, list)) for v in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flat)
+
+
+_ConfigDumper.add_representer(list, _list)
+
+
+def config_yaml(cfg: dict) -> str:
+    """A config as readable YAML (key order kept)."""
+    return yaml.dump(cfg, Dumper=_ConfigDumper, sort_keys=False, default_flow_style=False, width=110)
+
+
 def _fmt(x, digits: int) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
 
@@ -57,8 +74,10 @@ def table_markdown(title: str, table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def table_html(title: str, table: pd.DataFrame, study_configs: dict, demo: bool = False) -> str:
-    """A standalone page: the table, its notes and citation, and each study's configuration as YAML."""
+def table_html(title: str, table: pd.DataFrame, study_configs: dict, study_files: dict | None = None,
+               demo: bool = False) -> str:
+    """A standalone page: the table, its notes and citation, and each study's configuration as YAML: its
+    study file as written (`study_files`: {study: text}), then the full config under a fold."""
     header, body, notes = _wide(table)
     e = html.escape
     parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>" + e(title) + "</title><style>"
@@ -77,7 +96,13 @@ def table_html(title: str, table: pd.DataFrame, study_configs: dict, demo: bool 
     parts.append("<p>Paper: " + e("; ".join(citations)) + ". Ours: mean over samples, 95% percentile-bootstrap "
                  "CI, n = samples with a value (constant maps left out).</p>")
     for study, cfg in study_configs.items():
-        parts.append(f"<h3>Configuration used: study {e(study)}</h3><pre>"
-                     + e(yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None, width=110)) + "</pre>")
+        parts.append(f"<h3>Configuration used: study {e(study)}</h3>")
+        if study in (study_files or {}):
+            parts.append(f"<p>config/studies/{e(study)}.yaml (the set-up, over config.yaml):</p>"
+                         f"<pre>{e(study_files[study])}</pre><details><summary>the full configuration "
+                         "(config.yaml with the study's keys on top)</summary>")
+        parts.append(f"<pre>{e(config_yaml(cfg))}</pre>")
+        if study in (study_files or {}):
+            parts.append("</details>")
     parts.append("</body></html>")
     return "\n".join(parts)

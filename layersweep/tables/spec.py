@@ -21,6 +21,8 @@ def load_paper_numbers(path) -> pd.DataFrame:
         df = pd.read_csv(path, dtype={"table": str, "unit": str}, keep_default_na=False)
     except FileNotFoundError:
         raise LayersweepError(f"the papers' numbers file '{path}' does not exist.") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise LayersweepError(f"the papers' numbers file '{path}' is not a readable CSV ({type(exc).__name__}).") from None
     missing = [c for c in NUMBER_COLUMNS if c not in df.columns]
     if missing:
         raise LayersweepError(f"the papers' numbers file '{path}' has no column '{missing[0]}'.")
