@@ -153,8 +153,11 @@ def test_paper_table_fills_cells_and_notes_what_is_missing(specs):
     md = table_markdown(spec["title"], table)
     assert "| Grad-CAM | gradcam | vgg16 (torchray_voc) (liftcam-voc) | features.29 | 32.70 | 33.30 [32.30, 34.30] (10)" in md
     assert "[1] study 'liftcam-voc' does not compute the metric 'add'" in md
-    page = table_html(spec["title"], table, {"liftcam-voc": {"model": {"arch": "vgg16"}}})
-    assert "<h3>Configuration used: study liftcam-voc</h3><pre>model:\n  arch: vgg16\n</pre>" in page
+    page = table_html(spec["title"], table, {"liftcam-voc": {"model": {"arch": "vgg16", "layers": [29, 30]}}},
+                      {"liftcam-voc": "# the set-up\nmodel: {arch: vgg16}\n"})
+    assert "<pre># the set-up\nmodel: {arch: vgg16}\n</pre>" in page  # the study file as written
+    assert "<pre>model:\n  arch: vgg16\n  layers: [29, 30]\n</pre>" in page  # the full config, block YAML
+    assert "&lt;" not in page.split("<table>")[0] and "<td>Grad-CAM</td>" in page
 
 
 def test_shapcam_table_is_built_once_per_model(specs):
