@@ -1,0 +1,247 @@
+"""The papers' set-ups as Snakemake modules below studies/<name>/, and their tables as targets.
+
+Dry runs on the real configs (nothing can run here: no VOC, no weights): each table plans only its studies'
+jobs, the report study's targets plan nothing of the studies, a broken study config is one sentence. Then one
+paper study runs end to end on synthetic data (`demo_study`): LIFT-CAM's VOC set-up with a TorchRay-layout
+VGG16 state dict written here (random weights), image mode, Tables 2 and 3 built and checked against the
+study's own summary and a naive cosine loop, then what a config change reruns.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from torchvision.models.vgg import cfgs
+
+from test_pipeline import PROJECT_FILES, REPO, planned_jobs, planned_outputs, snakemake
+
+pytestmark = pytest.mark.slow
+
+SHARED_RULES = {"download_voc", "extract_voc", "download_weights"}  # the report study's: resources/ is shared
+STUDY_MODULES = {"liftcam-voc": "liftcam_voc_", "liftcam-voc-pi1": "liftcam_voc_pi1_",
+                 "liftcam-voc-pi10": "liftcam_voc_pi10_", "liftcam-voc-pi100": "liftcam_voc_pi100_",
+                 "liftcam-voc-pi10000": "liftcam_voc_pi10000_", "shapcam-voc-torchray": "shapcam_voc_torchray_",
+                 "shapcam-voc-vgg11": "shapcam_voc_vgg11_"}
+
+
+def _copy_project(dest: Path) -> Path:
+    for name in PROJECT_FILES:
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest / name)
+    return dest
+
+
+def _study_of(rule: str) -> str | None:
+    """The study whose module a planned rule belongs to (the longest matching prefix), None for the main's."""
+    hits = [s for s, prefix in STUDY_MODULES.items() if rule.startswith(prefix)]
+    return max(hits, key=len) if hits else None
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    return _copy_project(tmp_path_factory.mktemp("studies"))
+
+
+@pytest.mark.parametrize("table, studies", [
+    ("liftcam-table1", {"liftcam-voc-pi1", "liftcam-voc-pi10", "liftcam-voc-pi100"}),
+    ("liftcam-table2", {"liftcam-voc", "liftcam-voc-pi10000"}),
+    ("liftcam-table3", {"liftcam-voc"}),
+    ("shapcam-table2", {"shapcam-voc-torchray", "shapcam-voc-vgg11"}),
+])
+def test_each_table_plans_only_its_studies(scratch, table, studies):
+    proc = snakemake(scratch, "-n", f"tables/{table}.csv")
+    jobs = planned_jobs(proc)
+    own = {r for r in jobs if _study_of(r)}
+    assert {_study_of(r) for r in own} == studies
+    assert set(jobs) - own <= SHARED_RULES | {"paper_table", "table_cosine"} and jobs["paper_table"] == 1
+    for out in planned_outputs(proc):
+        assert out.startswith(("resources/", "tables/")) or any(out.startswith(f"studies/{s}/") for s in studies), out
+    if table == "liftcam-table3":  # 6 methods x 16 shards of 64 samples (1,000), the last ReLU only
+        assert jobs["liftcam_voc_attribution"] == 96 and jobs["liftcam_voc_metrics"] == 96
+        assert "liftcam_voc_metrics_rescaled" not in jobs and "liftcam_voc_train_head" not in jobs
+        assert jobs["download_weights"] == 1  # TorchRay's VGG16 alone
+    if table == "liftcam-table2":  # the cosine reads weights: no scoring at all
+        assert jobs["table_cosine"] == 1 and not any("metrics" in r for r in jobs)
+        assert jobs["liftcam_voc_pi10000_attribution"] == 8  # 500 samples
+    if table == "shapcam-table2":  # the VGG11 model trains its head; TorchRay's does not
+        assert jobs["shapcam_voc_vgg11_train_head"] == 1 and "shapcam_voc_torchray_train_head" not in jobs
+
+
+@pytest.mark.parametrize("target", [[], ["figures/fig5.pdf"], ["results/summary.parquet"]])
+def test_report_study_targets_plan_nothing_of_the_studies(scratch, target):
+    proc = snakemake(scratch, "-n", *target)
+    jobs = planned_jobs(proc)
+    assert jobs and not [r for r in jobs if _study_of(r) or r in ("paper_table", "table_cosine")]
+    assert not [o for o in planned_outputs(proc) if o.startswith(("studies/", "tables/"))]
+    assert "figures/fig5.pdf" in planned_outputs(proc)  # today's paths
+
+
+def test_study_config_missing_a_key_stops_with_one_sentence(scratch):
+    path = scratch / "config" / "studies" / "broken.yaml"
+    own = yaml.safe_load((scratch / "config" / "studies" / "liftcam-voc.yaml").read_text())
+    del own["model"]["source"]
+    path.write_text(yaml.safe_dump(own))
+    try:
+        proc = snakemake(scratch, "-n", "figures/fig5.pdf", check=False)
+    finally:
+        path.unlink()
+    assert proc.returncode != 0
+    assert ("layersweep: the study config 'config/studies/broken.yaml' lacks the key 'model.source'; a study "
+            "states its model, data and methods itself") in proc.stderr
+    assert "Traceback" not in proc.stderr and not (scratch / "studies").exists()
+
+
+# ---- one paper study end to end, offline
+
+HIDDEN = 4096  # TorchRay's real classifier width: the loader builds torchvision's VGG16 around the file
+
+
+def torchray_layout_state(seed: int = 0) -> dict:
+    """A VGG16 state dict in the layout of TorchRay's vgg16_voc-b050e8c3.pth.tar (features.{i} reading BGR,
+    classifier.{0,2,4}, classifier.0 as (out, 512, 7, 7)), He-scaled random weights, non-zero biases."""
+    g = torch.Generator().manual_seed(seed)
+    state, i, c_in = {}, 0, 3
+    for v in cfgs["D"]:
+        if v == "M":
+            i += 1
+            continue
+        state[f"features.{i}.weight"] = torch.randn(v, c_in, 3, 3, generator=g) * (2.0 / (9 * c_in)) ** 0.5
+        state[f"features.{i}.bias"] = torch.randn(v, generator=g) * 0.05
+        i, c_in = i + 2, v
+    for key, shape in (("0", (HIDDEN, 512, 7, 7)), ("2", (HIDDEN, HIDDEN)), ("4", (20, HIDDEN))):
+        state[f"classifier.{key}.weight"] = torch.randn(*shape, generator=g) * (2.0 / np.prod(shape[1:])) ** 0.5
+        state[f"classifier.{key}.bias"] = torch.randn(shape[0], generator=g) * 0.05
+    return state
+
+
+def _demo_keys(name: str, n_images: int) -> dict:
+    """What makes a study offline and small: synthetic VOC (its own directory: each study's synthetic_voc rule
+    writes one, same seed, so the same samples), the state dict above, 48 px, one shard."""
+    return {
+        "demo": True, "device": "cpu",
+        "data": {"voc_root": f"resources/VOCsynthetic-{name}", "synthetic": {"n_images": 24, "image_size": 96, "seed": 0},
+                 "crop_size": 48, "n_images": n_images, "shard_size": 4},
+        "model": {"weights": "resources/torchray-layout-vgg16.pth.tar"},
+        "attribution": {"batch_size": 4, "n_baselines": 2, "max_pairs": 8, "perturb_batch": 128},
+        "metrics": {"curve_points": 11, "batch_size": 64},
+        "summary": {"n_boot": 200},
+    }
+
+
+def _edit_study(work: Path, name: str, edit) -> None:
+    from layersweep.studies import merge
+
+    path = work / "config" / "studies" / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(edit(yaml.safe_load(path.read_text())), sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def demo_study(tmp_path_factory):
+    from layersweep.studies import merge
+
+    work = _copy_project(tmp_path_factory.mktemp("demo-study"))
+    (work / "resources").mkdir()
+    torch.save(torchray_layout_state(), work / "resources" / "torchray-layout-vgg16.pth.tar")
+    _edit_study(work, "liftcam-voc", lambda c: merge(c, _demo_keys("liftcam-voc", 4)))
+    _edit_study(work, "liftcam-voc-pi10000", lambda c: merge(
+        merge(c, _demo_keys("liftcam-voc-pi10000", 3)), {"attribution": {"options": {"shapcam_pi": {"orderings": 3}}}}))
+    start = time.perf_counter()
+    proc = snakemake(work, "tables/liftcam-table3.csv", "tables/liftcam-table2.csv", timeout=1200)
+    seconds = time.perf_counter() - start
+    print(f"demo study (LIFT-CAM VOC, Tables 2 and 3): {seconds:.0f} s")
+    return {"work": work, "seconds": seconds, "log": proc}
+
+
+def test_demo_study_builds_its_tables_below_its_prefix(demo_study):
+    work = demo_study["work"]
+    for table in ("liftcam-table2", "liftcam-table3"):
+        for ext in ("csv", "md", "html"):
+            assert (work / "tables" / f"{table}.{ext}").stat().st_size > 200
+    assert not (work / "results").exists() and not (work / "figures").exists()  # the report study: untouched
+    assert sorted(p.name for p in (work / "studies").iterdir()) == ["liftcam-voc", "liftcam-voc-pi10000"]
+    index = pd.read_parquet(work / "studies" / "liftcam-voc" / "results" / "data" / "test.parquet")
+    assert "boxes" in index.columns and (index["object_index"] == -1).all()  # image mode
+
+
+def test_demo_table3_holds_the_papers_numbers_and_the_studys_summary(demo_study):
+    work = demo_study["work"]
+    table = pd.read_csv(work / "tables" / "liftcam-table3.csv", keep_default_na=False, na_values=[""])
+    numbers = pd.read_csv(work / "config" / "paper-numbers.csv")
+    summary = pd.read_parquet(work / "studies" / "liftcam-voc" / "results" / "summary" / "plain.parquet")
+    assert len(table) == 6 * 3 and set(table["layer"]) == {29} and set(table["model"]) == {"vgg16 (torchray_voc)"}
+    for row in table.itertuples():
+        paper = numbers[(numbers["paper"] == "LIFT-CAM") & (numbers["table"] == 3) & (numbers["row"] == row.paper_row)
+                        & (numbers["metric"] == row.column) & (numbers["dataset"] == "VOC")]["value"]
+        assert row.paper == paper.item()
+        ours = summary[(summary["method"] == row.method) & (summary["layer"] == 29) & (summary["metric"] == row.metric)]
+        if row.metric in ("ad", "ic"):
+            assert len(ours) == 1 and row.n == ours["n"].item() and row.n + ours["n_constant"].item() == 4
+            if row.n:
+                assert row.ours == pytest.approx(ours["mean"].item(), abs=1e-9)
+                assert row.ci_low <= row.ours <= row.ci_high
+        else:  # ADD until the study lists it in metrics.compute
+            assert ours.empty and math.isnan(row.ours) and "does not compute the metric 'add'" in row.note
+    md = (work / "tables" / "liftcam-table3.md").read_text()
+    assert "| Grad-CAM | gradcam | vgg16 (torchray_voc) (liftcam-voc) | features.29 | 32.70 |" in md
+    page = (work / "tables" / "liftcam-table3.html").read_text()
+    assert "Synthetic demo data" in page and "Configuration used: study liftcam-voc" in page
+
+
+def test_demo_table2_cosine_is_the_naive_loop_over_the_shards(demo_study):
+    work = demo_study["work"]
+    table = pd.read_csv(work / "tables" / "liftcam-table2.csv")
+    att = work / "studies"
+
+    def weights(study, method):
+        out = {}
+        for path in sorted((att / study / "results" / "attributions" / method).glob("shard-*.npz")):
+            z = np.load(path)
+            out.update({str(c): [float(v) for v in w] for c, w in zip(z["crop_id"], z["weights_29"])})
+        return out
+
+    ref = weights("liftcam-voc-pi10000", "shapcam_pi")
+    assert len(ref) == 3
+    for row in table.itertuples():
+        ours = weights("liftcam-voc", row.method)
+        cosines = []
+        for crop, r in ref.items():  # the reference holds a prefix of liftcam-voc's samples
+            w = ours[crop]
+            nw, nr = math.sqrt(sum(x * x for x in w)), math.sqrt(sum(x * x for x in r))
+            if nw > 0 and nr > 0:
+                cosines.append(sum(x * y for x, y in zip(w, r)) / (nw * nr))
+        assert row.n == len(cosines) and row.layer == 29
+        if cosines:
+            assert row.ours == pytest.approx(sum(cosines) / len(cosines), abs=1e-6)
+            assert -1 - 1e-9 <= row.ci_low <= row.ours <= row.ci_high <= 1 + 1e-9
+    assert set(table["paper"]) == {0.404, 0.329, 0.327, 0.181, 0.888, 0.918}
+
+
+def test_demo_study_config_change_reruns_only_that_study(demo_study):
+    work = demo_study["work"]
+    targets = ("tables/liftcam-table3.csv", "tables/liftcam-table2.csv")
+    assert planned_jobs(snakemake(work, "-n", *targets)) == {}
+    # another study's config: nothing of these tables
+    _edit_study(work, "shapcam-voc-vgg11", lambda c: {**c, "seed": 7})
+    assert planned_jobs(snakemake(work, "-n", *targets)) == {}
+    # this study's scoring option: its scoring, its summary and its table; not its attribution, not the reference
+    original = (work / "config" / "studies" / "liftcam-voc.yaml").read_text()
+    _edit_study(work, "liftcam-voc", lambda c: {**c, "metrics": {**c["metrics"], "blur_sigma": 3.0}})
+    try:
+        jobs = planned_jobs(snakemake(work, "-n", *targets))
+    finally:
+        (work / "config" / "studies" / "liftcam-voc.yaml").write_text(original)
+    assert jobs == {"liftcam_voc_metrics": 6, "liftcam_voc_summary_plain": 1, "paper_table": 2}
+
+
+def test_demo_study_report_renders_the_tables_and_the_config_as_yaml(demo_study):
+    work = demo_study["work"]
+    snakemake(work, "--report", "report.html", "tables/liftcam-table3.csv", "tables/liftcam-table2.csv")
+    html = (work / "report.html").read_text(errors="replace")
+    assert "liftcam-table3.html" in html and "liftcam-table2.html" in html
