@@ -100,6 +100,8 @@ def test_study_config_missing_a_key_stops_with_one_sentence(scratch):
 
 # ---- one paper study end to end, offline
 
+N_DEMO = 3  # samples of the demo study; its reference (liftcam-voc-pi10000) holds the first N_DEMO - 1
+POINTING_GAME = "studies/liftcam-voc/results/summary/metric-pointing_game.parquet"
 HIDDEN = 4096  # TorchRay's real classifier width: the loader builds torchvision's VGG16 around the file
 
 
@@ -126,7 +128,7 @@ def _demo_keys(name: str, n_images: int) -> dict:
     writes one, same seed, so the same samples), the state dict above, 48 px, one shard."""
     return {
         "demo": True, "device": "cpu",
-        "data": {"voc_root": f"resources/VOCsynthetic-{name}", "synthetic": {"n_images": 24, "image_size": 96, "seed": 0},
+        "data": {"voc_root": f"resources/VOCsynthetic-{name}", "synthetic": {"n_images": 16, "image_size": 96, "seed": 0},
                  "crop_size": 48, "n_images": n_images, "shard_size": 4},
         "model": {"weights": "resources/torchray-layout-vgg16.pth.tar"},
         "attribution": {"batch_size": 4, "n_baselines": 2, "max_pairs": 8, "perturb_batch": 128},
@@ -149,11 +151,11 @@ def demo_study(tmp_path_factory):
     work = _copy_project(tmp_path_factory.mktemp("demo-study"))
     (work / "resources").mkdir()
     torch.save(torchray_layout_state(), work / "resources" / "torchray-layout-vgg16.pth.tar")
-    _edit_study(work, "liftcam-voc", lambda c: merge(c, _demo_keys("liftcam-voc", 4)))
+    _edit_study(work, "liftcam-voc", lambda c: merge(c, _demo_keys("liftcam-voc", N_DEMO)))
     _edit_study(work, "liftcam-voc-pi10000", lambda c: merge(
-        merge(c, _demo_keys("liftcam-voc-pi10000", 3)), {"attribution": {"options": {"shapcam_pi": {"orderings": 3}}}}))
+        merge(c, _demo_keys("liftcam-voc-pi10000", N_DEMO - 1)), {"attribution": {"options": {"shapcam_pi": {"orderings": 3}}}}))
     start = time.perf_counter()
-    proc = snakemake(work, "tables/liftcam-table3.csv", "tables/liftcam-table2.csv", timeout=1200)
+    proc = snakemake(work, "tables/liftcam-table3.csv", "tables/liftcam-table2.csv", POINTING_GAME, timeout=1200)
     seconds = time.perf_counter() - start
     print(f"demo study (LIFT-CAM VOC, Tables 2 and 3): {seconds:.0f} s")
     return {"work": work, "seconds": seconds, "log": proc}
@@ -168,6 +170,12 @@ def test_demo_study_builds_its_tables_below_its_prefix(demo_study):
     assert sorted(p.name for p in (work / "studies").iterdir()) == ["liftcam-voc", "liftcam-voc-pi10000"]
     index = pd.read_parquet(work / "studies" / "liftcam-voc" / "results" / "data" / "test.parquet")
     assert "boxes" in index.columns and (index["object_index"] == -1).all()  # image mode
+    # the energy pointing game of image mode, with its chance level, for every method
+    game = pd.read_parquet(work / POINTING_GAME)
+    plain = game[game["rescale_r"].isna()].set_index(["method", "metric"])
+    for method in ("gradcam", "gradcampp", "xgradcam", "scorecam", "ablationcam", "liftcam"):
+        share, chance = plain.loc[(method, "pointing_game"), "mean"], plain.loc[(method, "pointing_chance"), "mean"]
+        assert 0 < chance <= 100 and (math.isnan(share) or 0 <= share <= 100)
 
 
 def test_demo_table3_holds_the_papers_numbers_and_the_studys_summary(demo_study):
@@ -182,12 +190,18 @@ def test_demo_table3_holds_the_papers_numbers_and_the_studys_summary(demo_study)
         assert row.paper == paper.item()
         ours = summary[(summary["method"] == row.method) & (summary["layer"] == 29) & (summary["metric"] == row.metric)]
         if row.metric in ("ad", "ic"):
-            assert len(ours) == 1 and row.n == ours["n"].item() and row.n + ours["n_constant"].item() == 4
-            if row.n:
-                assert row.ours == pytest.approx(ours["mean"].item(), abs=1e-9)
-                assert row.ci_low <= row.ours <= row.ci_high
-        else:  # ADD until the study lists it in metrics.compute
-            assert ours.empty and math.isnan(row.ours) and "does not compute the metric 'add'" in row.note
+            pass
+        else:  # ADD: the metric registry's own summary
+            assert ours.empty
+            added = pd.read_parquet(work / "studies" / "liftcam-voc" / "results" / "summary" / "metric-add.parquet")
+            ours = added[(added["method"] == row.method) & (added["layer"] == 29) & added["rescale_r"].isna()]
+        assert len(ours) == 1 and row.n == ours["n"].item() and row.n + ours["n_constant"].item() == N_DEMO
+        if row.n:
+            assert row.ours == pytest.approx(ours["mean"].item(), abs=1e-9)
+            assert row.ci_low <= row.ours <= row.ci_high
+        else:
+            assert math.isnan(row.ours) and row.note == "every map was constant (no value)"
+    assert table["n"].sum() > 0
     md = (work / "tables" / "liftcam-table3.md").read_text()
     assert "| Grad-CAM | gradcam | vgg16 (torchray_voc) (liftcam-voc) | features.29 | 32.70 |" in md
     page = (work / "tables" / "liftcam-table3.html").read_text()
@@ -207,7 +221,7 @@ def test_demo_table2_cosine_is_the_naive_loop_over_the_shards(demo_study):
         return out
 
     ref = weights("liftcam-voc-pi10000", "shapcam_pi")
-    assert len(ref) == 3
+    assert len(ref) == N_DEMO - 1
     for row in table.itertuples():
         ours = weights("liftcam-voc", row.method)
         cosines = []
