@@ -162,12 +162,18 @@ def main(argv=None):
     print("\n## projected wall time of each study on this device (one job at a time), per precision")
     print("(attribution: work per crop from layersweep/cost.py; scoring: forwards counted from the config; "
           f"seconds from this run's rates at {args.size} px, scaled by pixels; backward = {bwd_per_fwd:.2f} forwards)")
+    from layersweep.model import build_features
+    from layersweep.studies import study_config
+
     studies = [Path(args.config)] + sorted((ROOT / "config" / "studies").glob("*.yaml"))
     for path in studies:
-        study = yaml.safe_load(path.read_text())
+        # a study file is config.yaml with the set-up's keys on top (layersweep.studies); its own arch's layers.
+        # Its seconds are this run's model's (VGG11 by default): a VGG16 study's forwards cost ~2x more.
+        study = yaml.safe_load(path.read_text()) if path == Path(args.config) else study_config(path, ROOT / "config.yaml")
         if not isinstance(study, dict) or "attribution" not in study or "data" not in study:
             continue
-        s_layers = len(parse_layers(study["attribution"]["layers"], len(model.features)))
+        arch = study.get("model", {}).get("arch", "vgg11"), study.get("model", {}).get("source", "torchvision")
+        s_layers = len(parse_layers(study["attribution"]["layers"], len(build_features(*arch))))
         scale = (int(study["data"]["crop_size"]) / args.size) ** 2  # forwards' cost grows with the pixels
         n, fw = scoring_forwards(study, s_layers)
         work = [cost.method_cost(m, study["attribution"], study).total for m in study["attribution"]["methods"]]

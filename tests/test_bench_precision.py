@@ -24,6 +24,9 @@ def test_bench_precision_prints_rates_attribution_and_projections(capsys, tmp_pa
     for method in ("deepliftshap", "gradcampp"):
         assert re.search(rf"{method} +float32: [\d.]+ s  bf16: [\d.]+ s", out)
     assert re.search(r"study\.yaml: 1024 crops, 2 methods, 2 layers: float32 [\d.]+ (h|min)", out)
+    # the papers' set-ups (config/studies/, each config.yaml with its own keys on top, at its own arch's layers)
+    assert re.search(r"liftcam-voc\.yaml: 1000 crops, 6 methods, 1 layers: float32 [\d.]+ (h|min)", out)
+    assert re.search(r"liftcam-voc-pi10000\.yaml: 500 crops, 1 methods, 1 layers: float32 [\d.]+ (h|min)", out)
 
 
 def test_scoring_forwards_are_counted_from_the_config():
