@@ -151,7 +151,7 @@ def test_paper_table_fills_cells_and_notes_what_is_missing(specs):
     assert "every map was constant" in cell.loc[("LIFT-CAM", "IC"), "note"]
     assert cell.loc[("Grad-CAM", "IC"), "citation"].endswith("Table 3, IC (VOC)")
     md = table_markdown(spec["title"], table)
-    assert "| Grad-CAM | gradcam | vgg16 (torchray_voc) (liftcam-voc) | features.29 | 32.70 | 33.30 [32.30, 34.30] (10)" in md
+    assert "| Grad-CAM | gradcam | liftcam-voc | vgg16 (torchray_voc) | features.29 | 32.70 | 33.30 [32.30, 34.30] (10)" in md
     assert "[1] study 'liftcam-voc' does not compute the metric 'add'" in md
     page = table_html(spec["title"], table, {"liftcam-voc": {"model": {"arch": "vgg16", "layers": [29, 30]}}},
                       {"liftcam-voc": "# the set-up\nmodel: {arch: vgg16}\n"})

@@ -38,14 +38,14 @@ def _digits(column_rows: pd.DataFrame) -> int:
 def _wide(table: pd.DataFrame) -> tuple[list[str], list[list[str]], list[str]]:
     """Header, body cells and numbered notes of the rendering."""
     columns = list(dict.fromkeys(table["column"]))
-    header = ["paper row", "method", "model (study)", "layer"]
+    header = ["paper row", "method", "study", "model", "layer"]
     for c in columns:
         header += [f"{c}: paper", f"{c}: ours [95% CI] (n)"]
     notes: list[str] = []
     body = []
     for (paper_row, study), g in table.groupby(["paper_row", "study"], sort=False):
         first = g.iloc[0]
-        cells = [paper_row, first["method"], f"{first['model']} ({study})", f"features.{first['layer']}"]
+        cells = [paper_row, first["method"], study, first["model"], f"features.{first['layer']}"]
         for c in columns:
             r = g[g["column"] == c].iloc[0]
             d = _digits(g[g["column"] == c])
@@ -83,7 +83,7 @@ def table_html(title: str, table: pd.DataFrame, study_configs: dict, study_files
     parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>" + e(title) + "</title><style>"
              "body{font-family:sans-serif;font-size:14px;margin:1em}table{border-collapse:collapse}"
              "th,td{border:1px solid #bbb;padding:3px 7px;text-align:right}th{background:#eee}"
-             "td:nth-child(-n+4){text-align:left}pre{background:#f6f6f6;padding:.6em;font-size:12px}"
+             "td:nth-child(-n+5){text-align:left}pre{background:#f6f6f6;padding:.6em;font-size:12px}"
              ".demo{color:#c00;font-weight:bold}</style></head><body>", f"<h2>{e(title)}</h2>"]
     if demo:
         parts.append("<p class='demo'>Synthetic demo data, random weights: the numbers say nothing.</p>")
