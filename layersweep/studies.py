@@ -103,3 +103,17 @@ def load_studies(studies_dir: str | Path, base_path: str | Path, schema_path: st
 def replace_prefix(name: str) -> dict:
     """The module's `replace_prefix`: the pipeline's output directories below studies/<name>/."""
     return {d: study_prefix(name) + d for d in STUDY_DIRS}
+
+
+def check_synthetic_roots(studies: dict, main_root: str) -> None:
+    """A study with synthetic data writes it to its own data.voc_root: the report study's synthetic_voc rule
+    writes `main_root`, and two rules may not write one directory."""
+    taken = {str(Path(main_root)): "the report study"}
+    for name, cfg in studies.items():
+        if not cfg["data"].get("synthetic"):
+            continue
+        root = str(Path(cfg["data"]["voc_root"]))
+        if root in taken:
+            raise LayersweepError(f"the study config 'config/studies/{name}.yaml' writes its synthetic VOC to "
+                                  f"data.voc_root '{root}', as {taken[root]} does; give it a directory of its own.")
+        taken[root] = f"study '{name}'"

@@ -2,10 +2,11 @@
 # same pipeline (rules/pipeline.smk) as a module whose rules are named <name>_* (dashes as underscores) and whose
 # results/, figures/, logs/ and benchmarks/ live below studies/<name>/. resources/ (VOC archives, weights) stays
 # shared: the downloads are the report study's rules, so a study's own download rules are not imported.
-from layersweep.studies import load_studies, module_name, replace_prefix, study_prefix
+from layersweep.studies import check_synthetic_roots, load_studies, module_name, replace_prefix, study_prefix
 
 try:
     STUDIES = load_studies("config/studies", "config.yaml", workflow.source_path("../config.schema.yaml"))
+    check_synthetic_roots(STUDIES, DATA["voc_root"] or "resources/VOCsynthetic")
 except LayersweepError as exc:
     sys.exit(f"layersweep: {exc}")
 
@@ -19,4 +20,9 @@ for STUDY_NAME, STUDY_CONFIG in STUDIES.items():
         config: STUDY_CONFIG
         replace_prefix: replace_prefix(STUDY_NAME)
 
-    use rule * from STUDY_MODULE exclude download_voc, extract_voc, download_weights as STUDY_RULES*
+    # a study writes synthetic data only if it has its own (else its synthetic_voc would claim the report
+    # study's resources/VOCsynthetic)
+    if STUDY_CONFIG["data"].get("synthetic"):
+        use rule * from STUDY_MODULE exclude download_voc, extract_voc, download_weights as STUDY_RULES*
+    else:
+        use rule * from STUDY_MODULE exclude download_voc, extract_voc, download_weights, synthetic_voc as STUDY_RULES*

@@ -74,13 +74,16 @@ def test_each_table_plans_only_its_studies(scratch, table, studies):
         assert jobs["shapcam_voc_vgg11_train_head"] == 1 and "shapcam_voc_torchray_train_head" not in jobs
 
 
-@pytest.mark.parametrize("target", [[], ["figures/fig5.pdf"], ["results/summary.parquet"]])
+@pytest.mark.parametrize("target", [[], ["figures/fig5.pdf"], ["results/summary.parquet"],
+                                    ["figures/fig5.pdf", "--configfile", "config/demo.yaml"]])
 def test_report_study_targets_plan_nothing_of_the_studies(scratch, target):
     proc = snakemake(scratch, "-n", *target)
     jobs = planned_jobs(proc)
     assert jobs and not [r for r in jobs if _study_of(r) or r in ("paper_table", "table_cosine")]
     assert not [o for o in planned_outputs(proc) if o.startswith(("studies/", "tables/"))]
     assert (target or ["figures/fig5.pdf"])[0] in planned_outputs(proc)  # today's paths
+    if "config/demo.yaml" in target:  # the demo's synthetic VOC is the report study's alone
+        assert jobs["synthetic_voc"] == 1 and "resources/VOCsynthetic" in planned_outputs(proc)
 
 
 def test_study_config_missing_a_key_stops_with_one_sentence(scratch):

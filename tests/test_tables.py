@@ -14,7 +14,7 @@ import yaml
 from layersweep.attribution.shards import write_attribution_shard
 from layersweep.errors import LayersweepError
 from layersweep.metrics.summary import _rng, bootstrap_mean_ci
-from layersweep.studies import REQUIRED_KEYS, load_studies, merge, study_config
+from layersweep.studies import REQUIRED_KEYS, check_synthetic_roots, load_studies, merge, study_config
 from layersweep.tables import (coefficient_cosine, cosine_per_image, cosine_summary, load_paper_numbers,
                                load_table_specs, paper_table, table_html, table_markdown)
 
@@ -276,3 +276,14 @@ def test_study_config_bad_value_or_name_is_one_sentence(tmp_path):
     (tmp_path / "Bad_Name.yaml").write_text(yaml.safe_dump(own))
     with pytest.raises(LayersweepError, match="has a name that is not lower-case"):
         study_config(tmp_path / "Bad_Name.yaml", REPO / "config.yaml", SCHEMA)
+
+
+def test_a_synthetic_study_needs_a_voc_root_of_its_own(studies):
+    synthetic = {"n_images": 16, "image_size": 96, "seed": 0}
+    mine = merge(studies["liftcam-voc"], {"data": {"synthetic": synthetic, "voc_root": "resources/VOCsynthetic-a"}})
+    check_synthetic_roots({"a": mine, "b": studies["liftcam-voc-pi1"]}, "resources/VOCsynthetic")  # fine
+    with pytest.raises(LayersweepError, match=r"'config/studies/b.yaml' writes its synthetic VOC to data.voc_root "
+                                              r"'resources/VOCsynthetic-a', as study 'a' does"):
+        check_synthetic_roots({"a": mine, "b": mine}, "resources/VOCsynthetic")
+    with pytest.raises(LayersweepError, match="as the report study does"):
+        check_synthetic_roots({"a": mine}, "resources/VOCsynthetic-a/")
