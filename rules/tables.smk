@@ -45,7 +45,7 @@ rule paper_table:
         csv="tables/{table}.csv",
         md="tables/{table}.md",
         html=report("tables/{table}.html", caption="../report/table.rst", category="Tables",
-                    labels={"table": "{table}"}),
+                    subcategory=lambda wildcards: TABLE_SPECS[wildcards.table]["paper"], labels={"table": "{table}"}),
     params:
         name=lambda wc: wc.table,
         spec=lambda wc: TABLE_SPECS[wc.table],  # in the file's row order: reordering rows reorders the table
