@@ -213,3 +213,27 @@ def test_a_wrong_stored_prob_warns(tmp_path):
         score_shard(model, crops, arrays, **KW)
     with pytest.warns(UserWarning, match="crop 'b'"):
         score_rescaled_shard(model, crops, arrays, r=0.3, device="cpu", progress=False)
+
+
+def test_a_layer_whose_maps_are_all_constant_is_flagged_not_a_crash(tmp_path, monkeypatch):
+    """Every map of a layer constant (FullGrad at a dead layer did this in the demo): with one layer per pass
+    that pass has no map to score; its rows are flagged and NaN, the other layers' rows are the usual ones."""
+    from layersweep.metrics import shard
+
+    path, arrays = write_shard(tmp_path / "s.npz")
+    arrays["map_3"][:] = 0.0
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+    model, crops = tiny_model(), make_crops()
+    one = score_shard(model, crops, path, **KW)
+    one_r = score_rescaled_shard(model, crops, path, r=0.3, batch_size=4, device="cpu", progress=False)
+    monkeypatch.setattr(shard, "_PASS_BYTES", 1)  # one layer per pass: layer 3's pass is all constant
+    split = score_shard(model, crops, path, **KW)
+    split_r = score_rescaled_shard(model, crops, path, r=0.3, batch_size=4, device="cpu", progress=False)
+    for df in (split, split_r):
+        dead = df[df.layer == 3]
+        assert dead.constant.all() and dead[["explanation_score", "ad", "ic"]].isna().all(axis=None)
+        assert set(df[df.constant].layer) == {3, 5}  # and crop b's constant map at layer 5
+    assert split[split.layer == 3][["deletion_auc", "insertion_auc"]].isna().all(axis=None)
+    pd.testing.assert_frame_equal(split, one)
+    pd.testing.assert_frame_equal(split_r, one_r)

@@ -158,7 +158,8 @@ def _nonconstant_maps(sh, n, size, constant_eps, dev, constant, bar, forwards_pe
         constant[done:done + len(const)] = const
         bar.total -= int(const.sum()) * forwards_per_map  # constant maps cost no forward
         bar.refresh()
-        yield maps01[keep], torch.arange(n, device=dev).repeat(len(group))[keep], keep + done
+        if len(keep):  # a group whose maps are all constant (e.g. a dead layer) has nothing to score
+            yield maps01[keep], torch.arange(n, device=dev).repeat(len(group))[keep], keep + done
         done += len(const)
 
 
