@@ -84,3 +84,36 @@ def compare_pair(config: dict) -> tuple[str, str] | None:
                                   f"'attribution.methods' ({', '.join(configured)}); fig7 compares two "
                                   "configured methods.")
     return pair
+
+
+def method_layers_key(attribution: dict, method: str) -> tuple[str, object]:
+    """(config key, value) of the layers `method` runs at: `attribution.options.<method>.layers` if given, else
+    `attribution.layers`."""
+    own = (attribution.get("options") or {}).get(method) or {}
+    if "layers" in own:
+        return f"attribution.options.{method}.layers", own["layers"]
+    return "attribution.layers", attribution["layers"]
+
+
+def check_method_layers(attribution: dict, method: str, features) -> list[int]:
+    """The layer indices `method` runs at, for a model whose `features` (an nn.Sequential: model.arch's) are
+    given, before anything runs: each index must exist in the arch, and be a layer the method is defined at
+    (`layer_kinds` of its registry entry, e.g. FullGrad's conv layers). Otherwise one sentence naming the
+    config key and the value."""
+    from .attribution.engine import unsupported_layer
+    from .attribution.network import _feature_op
+    from .attribution.registry import get_method
+    from .layers import parse_layers
+
+    key, value = method_layers_key(attribution, method)
+    layers = parse_layers(value, len(features), key=key)
+    m = get_method(method)
+    ops = [_feature_op(i, module) for i, module in enumerate(features.eval())]  # BatchNorm as the engine runs it
+    bad = unsupported_layer(m, layers, ops, attribution.get("attribute_to", "output"))
+    if bad is not None:
+        layer, tensor = bad
+        where = (f"list only such layers in '{key}'" if key != "attribution.layers"
+                 else f"give it its own list in 'attribution.options.{method}.layers'")
+        raise LayersweepError(f"config key '{key}' names layer {layer} ({tensor}) for method '{method}', which is "
+                              f"defined only at layers of kind {' or '.join(m.layer_kinds)}; {where}.")
+    return layers

@@ -4,8 +4,8 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from layersweep.config import (canonical, check_config, compare_pair, figure_methods, n_shards, r_label,
-                               shard_range)
+from layersweep.config import (canonical, check_config, check_method_layers, compare_pair, figure_methods,
+                               method_layers_key, n_shards, r_label, shard_range)
 from layersweep.errors import LayersweepError
 
 try:
@@ -62,8 +62,8 @@ def method_options(method):
 
 
 def method_layers(method):
-    """`attribution.options.<method>.layers` if given, else `attribution.layers`."""
-    return ATTR["options"].get(method, {}).get("layers", ATTR["layers"])
+    """`attribution.options.<method>.layers` if given, else `attribution.layers` (checked in _model_checks)."""
+    return method_layers_key(ATTR, method)[1]
 RESCALE_RS = [r_label(r) for r in config["rescale"]["r"]]
 
 
@@ -171,9 +171,12 @@ def _model_checks():
 
     try:
         check_arch(MODEL["arch"], MODEL["source"])
-        n_layers = len(build_features(MODEL["arch"], MODEL["source"]))  # the layer indices of model.arch
-        parse_layers(ATTR["layers"], n_layers)
-        parse_layers(config["figures"]["fig3_layers"], n_layers, key="figures.fig3_layers")
+        features = build_features(MODEL["arch"], MODEL["source"])  # the layer indices and kinds of model.arch
+        parse_layers(ATTR["layers"], len(features))
+        parse_layers(config["figures"]["fig3_layers"], len(features), key="figures.fig3_layers")
+        # each method's own layers (or attribution.layers), also of a method not run that lists its own
+        for method in METHODS + sorted(m for m, o in ATTR["options"].items() if "layers" in o and m not in METHODS):
+            check_method_layers(ATTR, method, features)
     except LayersweepError as exc:
         sys.exit(f"layersweep: {exc}")
     key = checkpoint_key(MODEL["arch"], MODEL["source"])

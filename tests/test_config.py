@@ -57,3 +57,47 @@ def test_canonical_sorts_every_mapping_and_keeps_list_order():
     original = copy.deepcopy(a)
     canonical(a)
     assert a == original  # the config itself is not reordered in place
+
+
+def _attribution(layers="all", attribute_to="output", **options):
+    return {"layers": layers, "attribute_to": attribute_to, "options": options}
+
+
+def test_method_layers_are_checked_against_the_arch_and_the_method():
+    """check_method_layers: a method's own list (or attribution.layers) against model.arch's features (range)
+    and the method's layer kinds (FullGrad: conv layers), each problem one sentence naming key and value."""
+    from layersweep.config import check_method_layers
+    from layersweep.model import build_features
+
+    vgg11, vgg16 = build_features("vgg11"), build_features("vgg16")
+    vgg11_bn = build_features("vgg11_bn")  # built in training mode: checked as the engine runs it (eval)
+    # the method's own list wins over attribution.layers; 'all' is every module of the arch
+    assert check_method_layers(_attribution(scorecam={"layers": [20, "features.2"]}), "scorecam", vgg11) == [2, 20]
+    assert check_method_layers(_attribution(), "gradcam", vgg16) == list(range(31))
+    assert check_method_layers(_attribution([25]), "gradcam", vgg16) == [25]
+    with pytest.raises(LayersweepError) as err:
+        check_method_layers(_attribution(scorecam={"layers": [2, 25]}), "scorecam", vgg11)
+    assert str(err.value) == "config key 'attribution.options.scorecam.layers' names layer 25, outside 0..20."
+    with pytest.raises(LayersweepError, match=r"^config key 'attribution.layers' names layer 25, outside 0..20\.$"):
+        check_method_layers(_attribution([25]), "gradcam", vgg11)
+    # FullGrad is defined at conv layers (and the input) only
+    assert check_method_layers(_attribution(fullgrad={"layers": [0, 3, 18]}), "fullgrad", vgg11) == [0, 3, 18]
+    assert check_method_layers(_attribution(fullgrad={"layers": [0, 4, 8]}), "fullgrad", vgg11_bn) == [0, 4, 8]
+    with pytest.raises(LayersweepError) as err:
+        check_method_layers(_attribution(fullgrad={"layers": [3, 4]}), "fullgrad", vgg11)
+    assert str(err.value) == ("config key 'attribution.options.fullgrad.layers' names layer 4 (features.4, a relu) "
+                              "for method 'fullgrad', which is defined only at layers of kind conv or input; list "
+                              "only such layers in 'attribution.options.fullgrad.layers'.")
+    with pytest.raises(LayersweepError, match=r"^config key 'attribution.options.fullgrad.layers' names layer 1 "
+                                              r"\(features.1, a batchnorm\)"):
+        check_method_layers(_attribution(fullgrad={"layers": [0, 1]}), "fullgrad", vgg11_bn)
+    with pytest.raises(LayersweepError) as err:  # no list of its own: attribution.layers is named
+        check_method_layers(_attribution("all"), "fullgrad", vgg11)
+    assert str(err.value).startswith("config key 'attribution.layers' names layer 1 (features.1, a relu) for method "
+                                     "'fullgrad'") and str(err.value).endswith(
+        "give it its own list in 'attribution.options.fullgrad.layers'.")
+    # attribute_to: input puts layer l's map on the output of l - 1 (layer 0: the model input)
+    assert check_method_layers(_attribution([0, 4], "input"), "fullgrad", vgg11) == [0, 4]
+    with pytest.raises(LayersweepError, match=r"names layer 3 \(the input of layer 3, i\.e\. features\.2, a maxpool\)"):
+        check_method_layers(_attribution([3], "input"), "fullgrad", vgg11)
+

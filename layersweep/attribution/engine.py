@@ -42,21 +42,31 @@ def _check_layers(layers, n_features: int) -> list[int]:
     return sorted(set(out))
 
 
+def unsupported_layer(method, layers, ops, attribute_to: str = "output"):
+    """The first of `layers` whose tensor is of a kind `method` is not defined at (FullGrad: conv biases), as
+    (layer, words for its tensor), or None. `ops[i]` is model.features[i] (anything with .name and .kind)."""
+    if method.layer_kinds is None:
+        return None
+    for layer in layers:
+        p = layer if (attribute_to == "output" or layer == -1) else layer - 1  # the tensor the map lies on
+        kind = "input" if p == -1 else ops[p].kind
+        if kind not in method.layer_kinds:
+            tensor = "the model input" if p == -1 else f"{ops[p].name}, a {kind}"
+            if p != layer:
+                tensor = f"the input of layer {layer}, i.e. {tensor}"
+            return layer, tensor
+    return None
+
+
 def _check_layer_kinds(methods, layers: list[int], ops, attribute_to: str) -> None:
     """A method defined only at some op kinds (FullGrad: conv biases) refuses the other layers up front."""
     for m in methods:
-        if m.layer_kinds is None:
-            continue
-        for layer in layers:
-            p = layer if (attribute_to == "output" or layer == -1) else layer - 1  # the tensor the map lies on
-            kind = "input" if p == -1 else ops[p].kind
-            if kind not in m.layer_kinds:
-                tensor = "the model input" if p == -1 else f"{ops[p].name}, a {kind}"
-                if p != layer:
-                    tensor = f"the input of layer {layer}, i.e. {tensor}"
-                raise LayersweepError(f"method {m.name!r} is defined only at layers of kind {' or '.join(m.layer_kinds)}, "
-                                      f"but layer {layer} is {tensor}; remove the layer from 'attribution.layers' "
-                                      f"or the method from 'attribution.methods'.")
+        bad = unsupported_layer(m, layers, ops, attribute_to)
+        if bad is not None:
+            layer, tensor = bad
+            raise LayersweepError(f"method {m.name!r} is defined only at layers of kind {' or '.join(m.layer_kinds)}, "
+                                  f"but layer {layer} is {tensor}; remove the layer from 'attribution.layers' "
+                                  f"or the method from 'attribution.methods'.")
 
 
 def _check_tensors(model, images, targets, baselines, need_baselines, n_classes):
