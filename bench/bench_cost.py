@@ -2,7 +2,8 @@
 
 Random VGG11 (20 classes) at --size px, one process, the same crops and baselines for every method:
 - forecast: layersweep.cost's work per crop (pass + every layer) x the seconds of one forward / backward
-  timed here by cost.measure_seconds (what the `results/cost.tsv` target does);
+  timed here by cost.measure_seconds, plus the Eigen methods' SVDs timed by cost.measure_svd_seconds (what
+  the `results/cost.tsv` target does);
 - measured: attribute_layers(...) over all 21 layers, best of --repeats, divided by the crops.
 A ratio measured / forecast near 1 means the model's unit (full-network equivalents) is right for that pass.
 
@@ -11,6 +12,7 @@ A ratio measured / forecast near 1 means the model's unit (full-network equivale
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import torch
@@ -42,12 +44,17 @@ def main(argv=None):
     print(f"one forward {seconds.forward:.4f} s, one backward {seconds.backward:.4f} s per crop ({seconds.source})")
     methods = [m for m in args.methods.split(",") if m] or [
         m for m in available_methods() if get_method(m).pass_kind in ("gradient", "deeplift")]
+    svd = cost.measure_svd_seconds(cost.svd_shapes(methods, config), workers=min(args.crops, args.threads))
+    seconds = dataclasses.replace(seconds, svd=svd)
+    if svd:
+        print("one SVD per crop (numpy, one BLAS thread, crops in parallel), per (H*W, C): "
+              + ", ".join(f"{r}x{c} {t:.4f} s" for (r, c), t in sorted(svd.items())))
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.crops, 3, args.size, args.size, generator=g)
     b = torch.randn(args.baselines, 3, args.size, args.size, generator=g)
     t = torch.randint(0, 20, (args.crops,), generator=g)
-    print(f"{'method':<14} {'pass':<10} {'fwd-eq':>7} {'bwd-eq':>7} {'forecast s/crop':>16} {'measured s/crop':>16} "
-          f"{'measured/forecast':>18}")
+    print(f"{'method':<14} {'pass':<10} {'fwd-eq':>7} {'bwd-eq':>7} {'svds':>5} {'forecast s/crop':>16} "
+          f"{'measured s/crop':>16} {'measured/forecast':>18}")
     for name in methods:
         mc = cost.method_cost(name, config["attribution"], config)
         forecast = seconds.of(mc.total)
@@ -59,7 +66,7 @@ def main(argv=None):
             best = min(best, time.perf_counter() - t0)
         measured = best / args.crops
         print(f"{name:<14} {mc.pass_kind:<10} {mc.total.forwards:>7.2f} {mc.total.backwards:>7.2f} "
-              f"{forecast:>16.4f} {measured:>16.4f} {measured / forecast:>18.2f}")
+              f"{mc.total.n_svds:>5.0f} {forecast:>16.4f} {measured:>16.4f} {measured / forecast:>18.2f}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 Unit: full-network equivalents per crop. `Work(forwards, backwards)`: a forward of the network after layer l
 counts its tail share (MACs after l / all MACs), a full forward counts 1; a backward from the logits down to
-layer l counts the tail share of l in units of one full backward.
+layer l counts the tail share of l in units of one full backward. Work done outside the network is counted
+apart: `Work.svds`, the reduced SVDs of (H*W, C) matrices that the Eigen CAMs run on the CPU (numpy, one per
+crop and layer), whose time depends on the shape, not on the network's MACs.
 
 - `network_facts(model, crop_size, layers)` reads the layer facts from the model's ops (build_ops) by shape
   propagation on the meta device (no weights, no compute): C, H x W, MACs and tail share of every layer of
@@ -12,8 +14,10 @@ layer l counts the tail share of l in units of one full backward.
   plus the sum over its layers of `method.cost(facts, options)` (the registry's `cost` field; a method that
   declares none gets its pass kind's default, `DEFAULT_LAYER_COST`).
 - `measure_seconds` times a few forwards and backwards of the model on the device, per crop, at the crop
-  size; `Seconds.of(work)` turns work into seconds. `ASSUMED_GMAC_PER_S` stands in for a measurement where
-  none can be made (the rules' SLURM `runtime`, planned before any job runs).
+  size; `measure_svd_seconds` times one SVD of each (H*W, C) shape as the Eigen methods run it (numpy, one
+  BLAS thread, crops in parallel); `Seconds.of(work)` turns work into seconds. `ASSUMED_GMAC_PER_S` and
+  `ASSUMED_SVD_GFLOP_PER_S` stand in for a measurement where none can be made (the rules' SLURM `runtime`,
+  planned before any job runs).
 """
 from __future__ import annotations
 
@@ -32,20 +36,33 @@ from .errors import LayersweepError
 # CUDA: an assumed sustained 15 TMAC/s in float32 (METHODS.md §6: ~2,000 VGG11 forwards/s).
 ASSUMED_GMAC_PER_S = {"cpu": 85.0, "cuda": 15000.0}
 ASSUMED_BACKWARD_PER_FORWARD = 2.0  # a backward to the activations ~ twice a forward (measured ~1.7-2.3 on CPU)
+# numpy's reduced SVD on one core, float32, in flops of `svd_flops` per second: measured 5-37 GFLOP/s on the
+# (H*W, C) shapes of VGG11 at 64-224 px that take over 10 ms (2-core CPU of the README); assumed at the low
+# end so that a SLURM job is not killed for time
+ASSUMED_SVD_GFLOP_PER_S = 4.0
 BYTES_PER_FLOAT = 4
 
 
 @dataclass(frozen=True)
 class Work:
-    """Full-network forward and backward equivalents (per crop unless said otherwise)."""
+    """Full-network forward and backward equivalents (per crop unless said otherwise), and the CPU SVDs."""
     forwards: float = 0.0
     backwards: float = 0.0
+    # ((rows, cols), count) pairs, sorted: `count` reduced SVDs of a (rows, cols) = (H*W, C) matrix
+    svds: tuple = ()
 
     def __add__(self, other: "Work") -> "Work":
-        return Work(self.forwards + other.forwards, self.backwards + other.backwards)
+        counts = dict(self.svds)
+        for shape, n in other.svds:
+            counts[shape] = counts.get(shape, 0) + n
+        return Work(self.forwards + other.forwards, self.backwards + other.backwards, tuple(sorted(counts.items())))
 
     def __mul__(self, k: float) -> "Work":
-        return Work(self.forwards * k, self.backwards * k)
+        return Work(self.forwards * k, self.backwards * k, tuple((shape, n * k) for shape, n in self.svds))
+
+    @property
+    def n_svds(self) -> float:
+        return float(sum(n for _, n in self.svds))
 
     __rmul__ = __mul__
 
@@ -65,7 +82,6 @@ class LayerFacts:
     tail_share: float       # MACs after this layer / MACs of the whole network
     group: int              # index of the conv that opens this layer's group
     shares_channels: bool   # a configured layer before it in its group already ran the channel perturbations
-    shares_positions: bool  # ... and one with the same H x W already ran the position perturbations
 
     @property
     def positions(self) -> int:
@@ -123,19 +139,17 @@ def network_facts(model: nn.Module, crop_size: int, layers=None) -> NetworkFacts
         floats += h[0].numel()
     total = sum(macs)
     chosen = set(range(n_features)) if layers is None else {int(l) for l in layers if int(l) >= 0}
-    out, group, seen_channels, seen_grids = [], 0, set(), set()
+    out, group, seen_channels = [], 0, set()
     for i in range(n_features):
         if ops[i].kind == "conv":
             group = i
         c, hh, ww = shapes[i][1:]
         tail = sum(macs[i + 1:]) / total
         shares_c = i in chosen and group in seen_channels
-        shares_p = i in chosen and (group, hh, ww) in seen_grids
         if i in chosen:
             seen_channels.add(group)
-            seen_grids.add((group, hh, ww))
         out.append(LayerFacts(i, ops[i].name, ops[i].kind, int(c), int(hh), int(ww), macs[i], tail, group,
-                              shares_c, shares_p))
+                              shares_c))
     params = sum(p.numel() for p in model.parameters())
     return NetworkFacts(int(crop_size), total, tuple(out), int(floats), int(params), int(shapes[-1][-1]))
 
@@ -192,16 +206,28 @@ def tail_per_channel_ordering(facts: LayerFacts, options: dict) -> Work:
 
 
 def tail_per_position_permutation(facts: LayerFacts, options: dict) -> Work:
-    """Shap-CAM: `permutations` x H*W prefix coalitions + the empty one; layers of a group with the same grid
-    (conv and its ReLU) share them."""
-    if facts.shares_positions:
-        return ZERO
+    """Shap-CAM: `permutations` x H*W prefix coalitions + the empty one, from the layer itself. Every layer plays
+    its own game (the engine keys its orderings by layer: under `absent: mean` a conv's and its ReLU's games
+    differ), so nothing is shared within a group, unlike METHODS.md §6's 80,359·K."""
     return Work(forwards=(_count(options, "permutations") * facts.positions + 1) * facts.tail_share)
 
 
 def full_per_channel(facts: LayerFacts, options: dict) -> Work:
     """ScoreCAM: one full forward per channel's masked input (no sharing: each layer has its own masks)."""
     return Work(forwards=float(facts.channels))
+
+
+def svd_of_layer(facts: LayerFacts, options: dict) -> Work:
+    """The Eigen CAMs (EigenCAM, EigenGradCAM, SegEigenCAM): one reduced SVD of the layer's (H*W, C) matrix per
+    crop, on the CPU (numpy, for the library's sign), beyond the shared pass."""
+    return Work(svds=(((facts.positions, facts.channels), 1),))
+
+
+def svd_flops(rows: int, cols: int) -> float:
+    """Flops of a reduced SVD computing U_1, S and V of a (rows, cols) matrix (Golub & Van Loan, table 8.6.1,
+    R-SVD: 6 m n^2 + 20 n^3 with m >= n); a wide matrix is its transpose's."""
+    m, n = max(rows, cols), min(rows, cols)
+    return 6.0 * m * n * n + 20.0 * n ** 3
 
 
 def _count(options: dict, key: str) -> int:
@@ -274,16 +300,51 @@ class Seconds:
     forward: float   # one full forward, per crop
     backward: float  # one full backward (to the input), per crop
     source: str = "measured"
+    # (rows, cols) -> seconds of one SVD per crop (measure_svd_seconds); a shape not measured is priced by
+    # svd_flops at ASSUMED_SVD_GFLOP_PER_S
+    svd: dict = field(default_factory=dict)
+
+    def svd_seconds(self, shape) -> float:
+        shape = tuple(shape)
+        if shape in self.svd:
+            return self.svd[shape]
+        return svd_flops(*shape) / (ASSUMED_SVD_GFLOP_PER_S * 1e9)
 
     def of(self, work: Work) -> float:
-        return work.forwards * self.forward + work.backwards * self.backward
+        return (work.forwards * self.forward + work.backwards * self.backward
+                + sum(n * self.svd_seconds(shape) for shape, n in work.svds))
 
 
 def assumed_seconds(facts: NetworkFacts, device: str) -> Seconds:
-    """`device: auto` is assumed to be a CPU: a job sized for a GPU would be killed on a CPU node."""
+    """`device: auto` is assumed to be a CPU: a job sized for a GPU would be killed on a CPU node. The SVDs
+    run on the CPU whatever the device (priced by svd_flops at ASSUMED_SVD_GFLOP_PER_S)."""
     kind = "cuda" if str(device).startswith("cuda") else "cpu"
     fwd = facts.total_macs / (ASSUMED_GMAC_PER_S[kind] * 1e9)
     return Seconds(fwd, ASSUMED_BACKWARD_PER_FORWARD * fwd, f"assumed {ASSUMED_GMAC_PER_S[kind]:g} GMAC/s ({kind})")
+
+
+def measure_svd_seconds(shapes, *, workers: int = 1, repeats: int = 3, seed: int = 0) -> dict:
+    """Seconds per crop of one SVD of each (rows, cols) shape, run as the Eigen methods run it
+    (`methods._cam.first_component_projection`: numpy's reduced SVD of a float32 matrix, one BLAS thread),
+    median of `repeats` (one for a shape whose first SVD takes over a second), divided by `workers`: the
+    crops of a batch run their SVDs in parallel, min(batch, torch threads) at a time."""
+    import numpy as np
+    import threadpoolctl
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        for rows, cols in sorted({tuple(int(v) for v in s) for s in shapes}):
+            x = rng.standard_normal((rows, cols), dtype=np.float32)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                np.linalg.svd(x, full_matrices=False)
+                times.append(time.perf_counter() - t0)
+                if times[0] > 1.0:
+                    break
+            out[(rows, cols)] = statistics.median(times) / max(1, int(workers))
+    return out
 
 
 def measure_seconds(model: nn.Module, crop_size: int, device, *, batch: int = 4, repeats: int = 3) -> Seconds:
@@ -433,8 +494,8 @@ def added_metric_minutes(metric: str, options: dict, method, config: dict, n_cro
 
 # ------------------------------------------------------------------------------------- the cost table
 
-COST_COLUMNS = ("method", "pass_kind", "layer", "name", "forwards", "backwards", "seconds_per_crop", "n_crops",
-                "total_seconds", "total_hours")
+COST_COLUMNS = ("method", "pass_kind", "layer", "name", "forwards", "backwards", "svds", "seconds_per_crop",
+                "n_crops", "total_seconds", "total_hours")
 
 
 def cost_table(methods, config: dict, n_crops: int, seconds: Seconds, metrics: dict | None = None):
@@ -453,17 +514,27 @@ def cost_table(methods, config: dict, n_crops: int, seconds: Seconds, metrics: d
         for layer, label, work in parts:
             per_crop = seconds.of(work)
             rows.append(dict(method=name, pass_kind=mc.pass_kind, layer=layer, name=label, forwards=work.forwards,
-                             backwards=work.backwards, seconds_per_crop=per_crop, n_crops=int(n_crops),
+                             backwards=work.backwards, svds=work.n_svds, seconds_per_crop=per_crop,
+                             n_crops=int(n_crops),
                              total_seconds=per_crop * n_crops, total_hours=per_crop * n_crops / 3600))
     for metric, options in (metrics or {}).items():  # rows "metric <name>": scoring work on each method's maps
         for name in methods:
             work = added_metric_work(metric, options, name, config)
             per_crop = seconds.of(work)
             rows.append(dict(method=name, pass_kind=f"metric {metric}", layer="total", name=f"metric {metric}",
-                             forwards=work.forwards, backwards=work.backwards, seconds_per_crop=per_crop,
-                             n_crops=int(n_crops), total_seconds=per_crop * n_crops,
+                             forwards=work.forwards, backwards=work.backwards, svds=work.n_svds,
+                             seconds_per_crop=per_crop, n_crops=int(n_crops), total_seconds=per_crop * n_crops,
                              total_hours=per_crop * n_crops / 3600))
     return pd.DataFrame(rows, columns=list(COST_COLUMNS))
+
+
+def svd_shapes(methods, config: dict) -> set:
+    """The (rows, cols) of every SVD the configured methods run per crop (what measure_svd_seconds times)."""
+    shapes = set()
+    for name in methods:
+        for work in method_cost(name, config["attribution"], config).per_layer.values():
+            shapes.update(shape for shape, _ in work.svds)
+    return shapes
 
 
 def timing_model(config: dict, device) -> nn.Module:
