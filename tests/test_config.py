@@ -101,3 +101,19 @@ def test_method_layers_are_checked_against_the_arch_and_the_method():
     with pytest.raises(LayersweepError, match=r"names layer 3 \(the input of layer 3, i\.e\. features\.2, a maxpool\)"):
         check_method_layers(_attribution([3], "input"), "fullgrad", vgg11)
 
+
+def test_demo_runs_every_method_and_limits_the_expensive_ones():
+    """make demo runs every registered method; the perturbation methods (thousands of forwards per crop) at a
+    few layers of their own, each a layer the method is defined at in the demo's arch."""
+    from layersweep.attribution import available_methods
+    from layersweep.config import check_method_layers
+    from layersweep.model import build_features
+
+    cfg = _config("config/demo.yaml")
+    attribution = cfg["attribution"]
+    assert sorted(attribution["methods"]) == available_methods()
+    features = build_features(cfg["model"].get("arch", "vgg11"))
+    for method in ("ablationcam", "shapcam_pi", "shapcam", "scorecam"):
+        assert len(check_method_layers(attribution, method, features)) <= 2, method
+    for method in attribution["methods"]:
+        check_method_layers(attribution, method, features)

@@ -1,6 +1,9 @@
 """End to end: the demo DAG in a scratch copy of the repo, then what `snakemake -n` plans after edits.
 
-One real run (fig5 alone, then everything) is shared by every test here; the rest are dry runs.
+One real run (fig5 alone, then everything) is shared by every test here; the rest are dry runs. The run uses
+config/demo.yaml cut down to two methods in two shards (TEST_DEMO); the demo itself runs every registered method,
+whose attribution and metrics rules test_every_method_runs_through_the_attribution_and_metrics_rules runs on
+shard 0 of the same run.
 """
 from __future__ import annotations
 
@@ -22,6 +25,9 @@ PROJECT_FILES = ["Snakefile", "config.yaml", "config.schema.yaml", "config", "ru
                  "profiles"]
 
 pytestmark = pytest.mark.slow
+
+TEST_DEMO = "config/test-demo.yaml"  # written by demo_run: config/demo.yaml with TEST_METHODS only
+TEST_METHODS = ["deepliftshap", "gradcampp"]
 
 
 def snakemake(workdir: Path, *args, check=True, timeout=1500) -> subprocess.CompletedProcess:
@@ -59,8 +65,20 @@ def planned_outputs(proc: subprocess.CompletedProcess) -> set[str]:
     return outs
 
 
-def with_config(workdir: Path, name: str, edit) -> str:
+def write_test_demo_config(workdir: Path) -> str:
+    """config/demo.yaml with TEST_METHODS only (and their options) in two shards of six crops: the DAG the tests
+    below run and edit. The demo itself runs every registered method in one shard."""
     cfg = yaml.safe_load((workdir / "config" / "demo.yaml").read_text())
+    attribution = cfg["attribution"]
+    attribution["methods"] = list(TEST_METHODS)
+    attribution["options"] = {m: o for m, o in attribution.get("options", {}).items() if m in TEST_METHODS}
+    cfg["data"].update(n_images=12, shard_size=6)
+    (workdir / TEST_DEMO).write_text(yaml.safe_dump(cfg, sort_keys=False))  # demo.yaml's key order
+    return TEST_DEMO
+
+
+def with_config(workdir: Path, name: str, edit) -> str:
+    cfg = yaml.safe_load((workdir / TEST_DEMO).read_text())
     edit(cfg)
     path = workdir / "config" / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -73,10 +91,11 @@ def demo_run(tmp_path_factory):
     for name in PROJECT_FILES:
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, work / name)
-    fig5_only = snakemake(work, "figures/fig5.pdf", "--configfile", "config/demo.yaml")  # targets first: --configfile takes many
+    write_test_demo_config(work)
+    fig5_only = snakemake(work, "figures/fig5.pdf", "--configfile", TEST_DEMO)  # targets first: --configfile takes many
     built_for_fig5 = sorted(p.relative_to(work).as_posix() for p in (work / "figures").rglob("*") if p.is_file())
     rescaled_for_fig5 = list((work / "results" / "metrics").glob("rescaled-*"))
-    snakemake(work, "--configfile", "config/demo.yaml")
+    snakemake(work, "--configfile", TEST_DEMO)
     return {"work": work, "fig5_files": built_for_fig5, "fig5_rescaled": rescaled_for_fig5, "fig5_log": fig5_only}
 
 
@@ -114,7 +133,7 @@ def test_full_demo_outputs(demo_run):
 
 
 def test_touching_nothing_plans_nothing(demo_run):
-    assert planned_jobs(snakemake(demo_run["work"], "-n", "--configfile", "config/demo.yaml")) == {}
+    assert planned_jobs(snakemake(demo_run["work"], "-n", "--configfile", TEST_DEMO)) == {}
 
 
 def test_plotting_option_plans_only_that_figure(demo_run):
@@ -158,7 +177,7 @@ def test_figure_method_options_plan_only_their_figures(demo_run):
 
 
 def test_cost_target_plans_only_itself(demo_run):
-    assert planned_jobs(snakemake(demo_run["work"], "-n", "results/cost.tsv", "--configfile", "config/demo.yaml")) \
+    assert planned_jobs(snakemake(demo_run["work"], "-n", "results/cost.tsv", "--configfile", TEST_DEMO)) \
         == {"cost": 1}
 
 
@@ -200,7 +219,7 @@ def test_reordered_config_keys_plan_nothing(demo_run):
     """Snakemake compares params by their text: dict params go through config.canonical, so listing the same
     keys in another order is not a change."""
     work = demo_run["work"]
-    cfg = yaml.safe_load((work / "config" / "demo.yaml").read_text())
+    cfg = yaml.safe_load((work / TEST_DEMO).read_text())
     reordered = work / "config" / "reordered.yaml"
     reordered.write_text(yaml.safe_dump(_reordered(cfg), sort_keys=False))
     assert list(yaml.safe_load(reordered.read_text())["data"]["synthetic"]) == ["seed", "image_size", "n_images"]
@@ -215,7 +234,7 @@ def test_shard_0_holds_the_promised_crops_and_their_maps(demo_run):
     from layersweep.model import load_model
 
     work = demo_run["work"]
-    cfg = yaml.safe_load((work / "config" / "demo.yaml").read_text())
+    cfg = yaml.safe_load((work / TEST_DEMO).read_text())
     d, a = cfg["data"], cfg["attribution"]
     data = work / "results" / "data"
     crops, index = read_split(data / "test_crops.npy", data / "test.parquet")
@@ -294,6 +313,27 @@ def test_layers_are_checked_against_the_arch(demo_run):
     assert planned_jobs(snakemake(work, "-n", "--configfile", with_config(work, "vgg16", vgg16_layer25)))["attribution"] == 4
 
 
+def test_method_layers_are_checked_before_anything_runs(demo_run):
+    """attribution.options.<method>.layers: out of model.arch's range, or a layer kind the method is not defined
+    at (FullGrad: conv layers), stops the DAG with one sentence naming the key and the value."""
+    work = demo_run["work"]
+
+    def own_layers(method, layers):
+        def edit(c):
+            c["attribution"]["methods"].append(method)
+            c["attribution"]["options"] = {method: {"layers": layers}}
+        return with_config(work, f"{method}_layers", edit)
+
+    proc = snakemake(work, "-n", "--configfile", own_layers("scorecam", [20, 25]), check=False)
+    assert proc.returncode != 0
+    assert "layersweep: config key 'attribution.options.scorecam.layers' names layer 25, outside 0..20." in proc.stderr
+    proc = snakemake(work, "-n", "--configfile", own_layers("fullgrad", [3, 4]), check=False)
+    assert proc.returncode != 0
+    assert ("layersweep: config key 'attribution.options.fullgrad.layers' names layer 4 (features.4, a relu) for "
+            "method 'fullgrad', which is defined only at layers of kind conv or input;") in proc.stderr
+    assert "Job stats" not in proc.stdout + proc.stderr  # stopped before planning anything
+
+
 def test_bad_config_value_stops_with_one_sentence(demo_run):
     work = demo_run["work"]
     cfg = with_config(work, "bad", lambda c: c["metrics"].update(curve_points=1))
@@ -338,10 +378,63 @@ def test_real_config_offline_stops_with_one_sentence_and_leaves_nothing(tmp_path
 
 def test_html_report_has_figures_captions_and_config(demo_run):
     work = demo_run["work"]
-    snakemake(work, "--configfile", "config/demo.yaml", "--report", "report.html")
+    snakemake(work, "--configfile", TEST_DEMO, "--report", "report.html")
     html = (work / "report.html").read_text(errors="replace")
     for n in range(2, 8):
         assert f"fig{n}.png" in html
     assert "Figure 5: Average Drop" in html  # a caption
     assert "curve_points" in html  # the config used
     assert "randomly initialised" in html  # the demo says what it is
+
+
+# Every registered method through the normal rules, on shard 0 of the demo run (six 64-px crops; data and head
+# reused): one layer each (features.18, 4 x 4), two for FullGrad (conv layers; its maps cost no scoring), the
+# perturbation methods at a cheap layer with short games. Its 36 jobs are bound by their start-up (~6 s each).
+ALL_METHODS_LAYERS = {"fullgrad": [8, 18], "ablationcam": [2], "shapcam_pi": [20], "shapcam": [15, 20],
+                      "scorecam": [2]}
+ALL_METHODS_OPTIONS = {"shapcam_pi": {"orderings": 1}, "shapcam": {"permutations": 2}}
+METRIC_COLUMNS = ["score", "explanation_score", "ad", "ic", "deletion_auc", "insertion_auc"]
+
+
+def test_every_method_runs_through_the_attribution_and_metrics_rules(demo_run):
+    """attribution.methods listing every registered method: each method's attribution and metrics jobs run (two
+    at a time, one thread each, as `make demo` runs them), and its metric shard holds its own layers, every
+    crop, and finite metrics wherever the map is not constant (and the maps are not all constant, but for
+    FullGrad: its terms are |bias x gradient|, and the demo's random VGG has torchvision's zero conv biases)."""
+    from layersweep.attribution import available_methods, read_attribution_shard
+    from layersweep.model import load_model
+
+    work = demo_run["work"]
+    methods = available_methods()
+    layers = {m: ALL_METHODS_LAYERS.get(m, [18]) for m in methods if m not in TEST_METHODS}
+
+    def edit(c):
+        c["attribution"]["methods"] = methods
+        c["attribution"]["options"] = {m: dict(ALL_METHODS_OPTIONS.get(m, {}), layers=ls) for m, ls in layers.items()}
+
+    cfg = with_config(work, "all_methods", edit)
+    targets = [f"results/metrics/{m}/shard-0.parquet" for m in methods]
+    dry = planned_jobs(snakemake(work, "-n", *targets, "--configfile", cfg))
+    assert dry == {"attribution": len(layers), "metrics": len(layers)}  # data, head and the demo's two: reused
+    snakemake(work, *targets, "--configfile", cfg, "--max-threads", "1")
+    model = load_model(work / "results" / "model" / "head.pt")
+    biases = {l: model.features[l].bias for l in layers["fullgrad"]}
+    ids = list(read_attribution_shard(work / "results" / "attributions" / TEST_METHODS[0] / "shard-0.npz")["crop_id"])
+    for method in methods:
+        expected = layers.get(method, list(range(21)))
+        shard = read_attribution_shard(work / "results" / "attributions" / method / "shard-0.npz")
+        assert sorted(shard["maps"]) == expected, method
+        table = pd.read_parquet(work / "results" / "metrics" / method / "shard-0.parquet")
+        assert sorted(set(table["layer"])) == expected and set(table["method"]) == {method}
+        assert len(table) == len(ids) * len(expected) and set(table["crop_id"]) == set(ids), method
+        varying = table[~table["constant"]]
+        if method == "fullgrad":
+            assert all(not b.any() for b in biases.values()) and table["constant"].all()
+            assert all(not m.any() for m in shard["maps"].values())
+        else:
+            assert len(varying) > 0, f"{method}: every map is constant"
+        assert np.isfinite(varying[METRIC_COLUMNS].to_numpy()).all(), method
+        for row in table.itertuples():  # the flag follows the shard's map: a flat map is flagged, never scored
+            m = shard["maps"][row.layer][ids.index(row.crop_id)]
+            if m.max() == m.min():
+                assert row.constant, (method, row.layer, row.crop_id)

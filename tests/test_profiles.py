@@ -2,8 +2,9 @@
 
 A dry run needs no cluster: it resolves every job's threads (sbatch --cpus-per-task), mem_mb
 (--mem), runtime (-t) and gpu (--gpus) exactly as a submission would. Two dry runs of the same
-DAG in an empty directory: try 1 as configured, and try 2 with `device: cpu` and --max-threads 2
-(how tests/slurm/run_slurm_test.sh runs on the GPU-less 2-CPU test cluster). Try 2 is
+DAG in an empty directory: try 1 with `device: auto` (the study's default; the demo's is cpu), and try 2
+with `device: cpu` and --max-threads 2 (how tests/slurm/run_slurm_test.sh runs on the GPU-less 2-CPU
+test cluster). Try 2 is
 `--attempt 2`, the flag Snakemake itself hands a resubmitted job (its help calls it internal),
 so its resources are those of the first retry.
 """
@@ -70,7 +71,7 @@ def dry_run(workdir, *extra):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    first = dry_run(tmp_path_factory.mktemp("try1"))
+    first = dry_run(tmp_path_factory.mktemp("try1"), "--config", "device=auto")  # the demo says cpu
     second = dry_run(tmp_path_factory.mktemp("try2"), "--attempt", "2", "--config", "device=cpu",
                      "--max-threads", "2")
     return first, second

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Integration test on a real one-node SLURM cluster (started here, stopped on exit):
-#   1. the demo DAG runs locally in one fresh copy of the repo (the reference);
+#   1. the demo DAG (config/demo.yaml with the overlay two-methods.yaml: two methods, two shards each)
+#      runs locally in one fresh copy of the repo (the reference);
 #   2. in a second copy it runs with --workflow-profile profiles/slurm --executor slurm, and one
 #      RUNNING attribution job is scancel'ed mid-way: Snakemake must report it as failed (run 1);
 #      the rerun (run 2) must finish and must not recompute any file that run 1 had finished;
@@ -89,10 +90,16 @@ say "repo copied to $WORK/local and $WORK/slurm ($(cd "$REPO" && git ls-files --
 # Rule names that must not go through SLURM: the Snakefile's `localrules:` line.
 LOCALRULES=$(sed -n 's/^localrules:\s*//p' "$REPO/Snakefile" | tr -d ' ' | tr ',' ' ')
 
+# The demo's config, cut down to two methods in two shards (the demo runs every method; see two-methods.yaml)
+CONFIGS=(config/demo.yaml tests/slurm/two-methods.yaml)
+for copy in "$WORK/local" "$WORK/slurm"; do
+    [ -f "$copy/${CONFIGS[1]}" ] || { fail "${CONFIGS[1]} was not copied to $copy"; exit 1; }
+done
+
 # ---- 1. reference: the demo DAG on this machine (README's command)
-say "local run: snakemake --cores 2 --configfile config/demo.yaml"
+say "local run: snakemake --cores 2 --configfile ${CONFIGS[*]}"
 t=$(date +%s)
-if run_in "$WORK/local" "$WORK/local.log" "$VENV_BIN/snakemake" --cores 2 --configfile config/demo.yaml; then
+if run_in "$WORK/local" "$WORK/local.log" "$VENV_BIN/snakemake" --cores 2 --configfile "${CONFIGS[@]}"; then
     pass "local demo run finished in $(( $(date +%s) - t )) s"
 else
     fail "local demo run failed (log: $WORK/local.log)"; tail -30 "$WORK/local.log"; exit 1
@@ -100,7 +107,7 @@ fi
 
 # ---- 2. SLURM run 1 (one attribution job cancelled), then run 2 (resume)
 SMK=("$VENV_BIN/snakemake" --workflow-profile profiles/slurm --executor slurm
-     --configfile config/demo.yaml --config device=cpu --max-threads 2 --cores 2
+     --configfile "${CONFIGS[@]}" --config device=cpu --max-threads 2 --cores 2
      --slurm-status-command squeue --slurm-init-seconds-before-status-checks 2
      --slurm-keep-successful-logs)
 
