@@ -6,7 +6,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: demo test test-slurm bench clean
+.PHONY: demo demo-metrics test test-slurm bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml requirements.lock
 # single-threaded jobs, CORES at a time (device: cpu claims no GPU), finish about twice as fast
 demo: $(STAMP)
 	$(VENV)/bin/snakemake --cores $(CORES) --max-threads 1 --configfile config/demo.yaml --workflow-profile profiles/default
+
+# the demo plus every added metric of the crop mode on two methods (fig8)
+demo-metrics: $(STAMP)
+	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/demo.yaml config/demo-metrics.yaml --workflow-profile profiles/default
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q

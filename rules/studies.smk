@@ -2,10 +2,16 @@
 # same pipeline (rules/pipeline.smk) as a module whose rules are named <name>_* (dashes as underscores) and whose
 # results/, figures/, logs/ and benchmarks/ live below studies/<name>/. resources/ (VOC archives, weights) stays
 # shared: the downloads are the report study's rules, so a study's own download rules are not imported.
+from pathlib import Path
+
 from layersweep.studies import check_synthetic_roots, load_studies, module_name, replace_prefix, study_prefix
 
+# the project's files, wherever Snakemake runs (--directory elsewhere: the SLURM profile test)
+PROJECT_DIR = Path(workflow.basedir)
+
 try:
-    STUDIES = load_studies("config/studies", "config.yaml", workflow.source_path("../config.schema.yaml"))
+    STUDIES = load_studies(PROJECT_DIR / "config" / "studies", PROJECT_DIR / "config.yaml",
+                           workflow.source_path("../config.schema.yaml"))
     check_synthetic_roots(STUDIES, DATA["voc_root"] or "resources/VOCsynthetic")
 except LayersweepError as exc:
     sys.exit(f"layersweep: {exc}")

@@ -52,7 +52,7 @@ rule paper_table:
         summary_files=lambda wc: summary_files(wc.table),
         studies=lambda wc: canonical(study_facts(wc.table)),
         study_configs=lambda wc: {s: STUDIES[s] for s in table_studies(wc.table)},  # config.yaml's key order
-        study_files=lambda wc: {s: Path(f"config/studies/{s}.yaml").read_text() for s in table_studies(wc.table)},
+        study_files=lambda wc: {s: (PROJECT_DIR / "config" / "studies" / f"{s}.yaml").read_text() for s in table_studies(wc.table)},
         summary=lambda wc: {s: {**STUDIES[s]["summary"], "seed": STUDIES[s]["seed"]} for s in table_studies(wc.table)},
     log:
         "logs/tables/{table}.log",

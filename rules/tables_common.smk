@@ -2,10 +2,10 @@
 # studies (rules/studies.smk) and config/paper-numbers.csv.
 from layersweep.tables import load_paper_numbers, load_table_specs
 
-PAPER_NUMBERS = "config/paper-numbers.csv"
+PAPER_NUMBERS = PROJECT_DIR / "config" / "paper-numbers.csv"
 BASE_METRICS = ("ad", "ic", "deletion_auc", "insertion_auc")  # rule `metrics`, always computed
 try:
-    TABLE_SPECS = load_table_specs("config/tables.yaml", STUDIES, load_paper_numbers(PAPER_NUMBERS))
+    TABLE_SPECS = load_table_specs(PROJECT_DIR / "config" / "tables.yaml", STUDIES, load_paper_numbers(PAPER_NUMBERS))
 except LayersweepError as exc:
     sys.exit(f"layersweep: {exc}")
 
