@@ -90,17 +90,28 @@ def numpy_percentiles(values: torch.Tensor, percentiles) -> torch.Tensor:
     return torch.stack(out, dim=1)
 
 
+def road_thresholds(maps01: torch.Tensor, percentiles) -> torch.Tensor:
+    """(M, 2, P) float32 thresholds: side LERF t_p(1 - S), side MORF t_p(S) (numpy's percentiles)."""
+    s = maps01.float().reshape(len(maps01), -1)
+    return torch.stack([numpy_percentiles(1 - s, percentiles), numpy_percentiles(s, percentiles)], dim=1)
+
+
+def _keep(maps01: torch.Tensor, side: torch.Tensor, thr: torch.Tensor) -> torch.Tensor:
+    """Masks of b items: maps01 (b, H, W), side (b,) LERF / MORF, thr (b,) their thresholds."""
+    s = maps01.float()
+    vals = torch.where((side == LERF).view(-1, 1, 1), 1 - s, s)  # 1 - S in float32, as pytorch-grad-cam
+    return vals < thr.view(-1, 1, 1)
+
+
 def road_keep_masks(maps01: torch.Tensor, percentiles) -> torch.Tensor:
     """(M, 2, P, H, W) bool: True = pixel kept, False = imputed; side LERF keeps (1 - S) < t_p(1 - S), side MORF
     keeps S < t_p(S) (pytorch-grad-cam's `RemoveLeastRelevantFirst` / `RemoveMostRelevantFirst`), in float32."""
-    s = maps01.float()
-    M, H, W = s.shape
-    out = []
-    for vals in (1 - s, s):  # LERF, MORF
-        flat = vals.reshape(M, -1)
-        thr = numpy_percentiles(flat, percentiles)  # (M, P)
-        out.append(flat[:, None, :] < thr[:, :, None])
-    return torch.stack(out, dim=1).view(M, 2, len(percentiles), H, W)
+    M, H, W = maps01.shape
+    P = len(percentiles)
+    thr = road_thresholds(maps01, percentiles).reshape(-1)
+    item = torch.arange(M * 2 * P, device=maps01.device)
+    side = torch.div(item, P, rounding_mode="floor") % 2
+    return _keep(maps01[torch.div(item, 2 * P, rounding_mode="floor")], side, thr).view(M, 2, P, H, W)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -327,14 +338,16 @@ def road_scores(model, x: torch.Tensor, maps01: torch.Tensor, targets, *, crop_i
     if Y is None:
         Y = image_scores(model, x, t, batch_size=batch_size)
     P = len(percentiles)
-    keep = road_keep_masks(maps01.to(dev), percentiles).view(M * 2 * P, H, W)  # item = (map, side, percentile)
-    owner = torch.arange(M, device=dev).repeat_interleave(2 * P)
+    maps01 = maps01.to(dev)
+    thr = road_thresholds(maps01, percentiles).reshape(-1)  # item = (map, side, percentile), row-major
 
-    def make(i):
-        m = owner[i]
+    def make(i):  # the masks of a batch are built when it is: memory stays at one batch of masks
+        m = torch.div(i, 2 * P, rounding_mode="floor")
+        side = torch.div(i, P, rounding_mode="floor") % 2
         c = ci[m]
         gens = None if noise == 0 else [generators[j] for j in m.tolist()]
-        return noisy_linear_impute(x[c], keep[i], noise=noise, generators=gens, solver=solver, tol=tol), t[c]
+        keep = _keep(maps01[m], side, thr[i])
+        return noisy_linear_impute(x[c], keep, noise=noise, generators=gens, solver=solver, tol=tol), t[c]
 
     s = _score_batches(model, M * 2 * P, make, batch_size, dev, progress, "ROAD").double().view(M, 2, P)
     base = Y.to(dev).double()[ci][:, None]
