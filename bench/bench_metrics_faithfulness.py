@@ -7,11 +7,19 @@ One function per metric (`@bench("name")`), selected with --only:
   Issue 11's target: >= 10x.
 - coherency: ADCC's coherency of every (crop, layer) map, explanation images batched across crops and layers
   through the engine vs captum's `LayerDeepLiftShap` on each layer's explanation images (one call per layer).
+- road: `road_scores` (the 2P imputed images of all maps in shared forward batches, one linear solve per (image,
+  mask)) vs pytorch-grad-cam's `ROADCombined` called once per layer (all crops) and once per map, on the
+  engine's Grad-CAM++ maps (upsampled, min-max normalised), each map's pytorch-grad-cam RNG seeded as its
+  generator (the same noise); plus where the time goes: the imputations alone and the forwards each way.
+- infidelity: `infidelity_scores` (every layer's maps of a crop from its K + 1 forwards) vs captum's `infidelity`
+  called once per layer and once per map, with the same perturbations.
+road and infidelity print wall and process-CPU seconds, the minimum over --repeat calls (the machine is shared).
 
 Random VGG11 (20 classes); the reference libraries run on a copy with ReLU(inplace=False).
 
-    python bench/bench_metrics_faithfulness.py [--only sensitivity coherency] [--size 64] [--crops 2]
-           [--baselines 4] [--samples 10] [--layers 0 1 ... 20] [--method deepliftshap|gradcam] [--threads 2]
+    python bench/bench_metrics_faithfulness.py [--only sensitivity coherency road infidelity] [--size 64]
+           [--crops 2] [--baselines 4] [--samples 10] [--layers 0 1 ... 20] [--method deepliftshap|gradcam]
+           [--threads 2] [--batch-size 64] [--repeat 2] [--with-cg]
 """
 from __future__ import annotations
 
@@ -20,6 +28,7 @@ import copy
 import time
 import warnings
 
+import numpy as np
 import torch
 import torchvision
 
@@ -136,6 +145,165 @@ def bench_coherency(s, args):
           f"ratio {lib_s / eng_s:5.2f}x   max |difference| {float((eng - lib).abs().max()):.1e}")
 
 
+class Clock:
+    """Wall and process-CPU seconds, the minimum over `repeat` calls (the least disturbed run)."""
+
+    repeat = 1
+
+    def __init__(self, wall=float("inf"), cpu=float("inf")):
+        self.wall, self.cpu = wall, cpu
+
+    def __truediv__(self, other):
+        return Clock(self.wall / other.wall, self.cpu / other.cpu)
+
+
+def timed_min(fn):
+    best, out = Clock(), None
+    for _ in range(Clock.repeat):
+        w0, c0 = time.perf_counter(), time.process_time()
+        out = fn()
+        best = Clock(min(best.wall, time.perf_counter() - w0), min(best.cpu, time.process_time() - c0))
+    return best, out
+
+
+def _report(name, ours, rows, n_maps, diff):
+    print(f"{name}: {'layersweep':42s} {ours.wall:7.2f} s wall ({ours.wall / n_maps:.3f} s/map), {ours.cpu:7.2f} s CPU")
+    for label, sec in rows:
+        r = sec / ours
+        print(f"{name}: {label:42s} {sec.wall:7.2f} s wall ({sec.wall / n_maps:.3f} s/map), {sec.cpu:7.2f} s CPU"
+              f"   ratio {r.wall:5.1f}x wall, {r.cpu:5.1f}x CPU")
+    print(f"{name}: largest |layersweep - library| = {diff:.2e}")
+
+
+def _gradcampp_maps(s):
+    """The engine's Grad-CAM++ maps of s's crops at s's layers, upsampled and min-max normalised as the pipeline
+    does, constant ones left out: (maps01, crop index, layer of each map), computed once for road and infidelity."""
+    if "maps01" not in s:
+        from layersweep.attribution import attribute_layers
+        from layersweep.metrics.scoring import normalize_maps
+
+        x, n = s["x"], len(s["x"])
+        raw = attribute_layers(s["model"], x, s["t"], ["gradcampp"], s["layers"])["gradcampp"]
+        normed = [normalize_maps(raw[l], tuple(x.shape[-2:])) for l in s["layers"]]  # layer-major rows
+        maps01, constant = torch.cat([m for m, _ in normed]), torch.cat([c for _, c in normed])
+        s["maps01"] = maps01[~constant]
+        s["ci"] = torch.arange(n).repeat(len(s["layers"]))[~constant]
+        s["layer_of"] = torch.tensor(s["layers"]).repeat_interleave(n)[~constant]
+    return s["maps01"], s["ci"], s["layer_of"]
+
+
+@bench("road")
+def bench_road(s, args):
+    from pytorch_grad_cam.metrics.road import NoisyLinearImputer, ROADCombined
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    from layersweep.metrics.road import noisy_linear_impute, road_keep_masks, road_scores
+    from layersweep.metrics.scoring import image_scores
+
+    model, x, t = s["model"], s["x"], s["t"]
+    maps01, ci, layer_of = _gradcampp_maps(s)
+    M, n, P = len(maps01), len(x), [20, 40, 60, 80]
+    seeds = [1000 + m for m in range(M)]
+
+    def ours(solver):
+        Y = image_scores(model, x, t, batch_size=args.batch_size)
+        gens = [torch.Generator().manual_seed(sd) for sd in seeds]
+        return road_scores(model, x, maps01, t, crop_index=ci, Y=Y, percentiles=P, noise=0.01, generators=gens,
+                           solver=solver, batch_size=args.batch_size)
+
+    def per_layer():
+        for layer in s["layers"]:
+            sel = torch.nonzero(layer_of == layer)[:, 0]
+            torch.manual_seed(layer)
+            ROADCombined(percentiles=P)(x[ci[sel]], maps01[sel].numpy(),
+                                        [ClassifierOutputSoftmaxTarget(int(c)) for c in t[ci[sel]]], model)
+
+    def per_map():  # each map's RNG seeded as its generator in ours(): the same noise, comparable values
+        out = np.zeros(M)
+        for m in range(M):
+            c = int(ci[m])
+            torch.manual_seed(seeds[m])
+            out[m] = ROADCombined(percentiles=P)(x[c:c + 1], maps01[m:m + 1].numpy(),
+                                                 [ClassifierOutputSoftmaxTarget(int(t[c]))], model)[0]
+        return out
+
+    t_ours, res = timed_min(lambda: ours("direct"))
+    t_layer, _ = timed_min(per_layer)
+    t_map, ref = timed_min(per_map)
+    print(f"road ({M} Grad-CAM++ maps, percentiles {P}, noise 0.01, solver direct):")
+    _report("road", t_ours, [("pytorch-grad-cam ROADCombined per layer", t_layer),
+                             ("pytorch-grad-cam ROADCombined per map", t_map)], M,
+            float(np.abs(res["road_combined"].numpy() - ref).max()))
+    if args.with_cg:
+        t_cg, res_cg = timed_min(lambda: ours("cg"))
+        print(f"road: layersweep, solver cg (the GPU path) on this device {t_cg.wall:7.2f} s wall "
+              f"({t_cg.wall / M:.3f} s/map), largest |cg - direct| = "
+              f"{float((res_cg['road_combined'] - res['road_combined']).abs().max()):.1e}")
+
+    # where the time goes: the imputations alone, and the forwards each way needs
+    keep = road_keep_masks(maps01, P).view(-1, *x.shape[-2:])
+    imgs = x[ci.repeat_interleave(2 * len(P))]
+    t_imp_lib, _ = timed_min(lambda: [NoisyLinearImputer(noise=0.0)(imgs[i], keep[i].float()) for i in range(len(keep))])
+    t_imp, _ = timed_min(lambda: noisy_linear_impute(imgs, keep, noise=0.0, solver="direct"))
+    print(f"road: imputations of {len(keep)} masks: pytorch-grad-cam {t_imp_lib.wall:.2f} s, layersweep (direct) "
+          f"{t_imp.wall:.2f} s ({(t_imp_lib / t_imp).wall:.1f}x), i.e. {t_imp.wall / M:.3f} s/map")
+
+    def per_image(b):  # seconds of one forward per image at batch size b (VGG's classifier costs per call)
+        probe = x[torch.arange(b) % n]
+        with torch.no_grad():
+            return timed_min(lambda: model(probe))[0].wall / b
+
+    b_ours = min(args.batch_size, 2 * len(P) * M)
+    f_map, f_layer, f_ours = per_image(1), per_image(n), per_image(b_ours)
+    print(f"road: forwards per map: pytorch-grad-cam {4 * len(P)} (it rescores the input with every imputation) "
+          f"at batch 1 (per map) or {n} (per layer), layersweep {2 * len(P)} at batch {b_ours}: "
+          f"{4 * len(P) * f_map:.3f} / {4 * len(P) * f_layer:.3f} s/map against {2 * len(P) * f_ours:.3f} s/map")
+
+
+@bench("infidelity")
+def bench_infidelity(s, args):
+    from captum.metrics import infidelity
+
+    from layersweep.metrics.infidelity import gaussian_perturbations, infidelity_scores
+
+    model, x, t = s["model"], s["x"], s["t"]
+    maps01, ci, layer_of = _gradcampp_maps(s)
+    M, K, std = len(maps01), args.samples, 0.003
+
+    def pert(i):  # a fresh generator per call: the same draws for both
+        return gaussian_perturbations(x[i], K, std, torch.Generator().manual_seed(2000 + i))
+
+    def ours():
+        return infidelity_scores(model, x, maps01, t, perturbations=pert, crop_index=ci, normalize=True,
+                                 batch_size=args.batch_size)["infidelity"]
+
+    def per_layer():
+        out = torch.empty(M, dtype=torch.float64)
+        for layer in s["layers"]:
+            sel = torch.nonzero(layer_of == layer)[:, 0]
+            noise = torch.cat([pert(int(c)) for c in ci[sel]])
+            out[sel] = infidelity(model, lambda inp, noise=noise: (noise, inp - noise), x[ci[sel]],
+                                  maps01[sel][:, None].expand(-1, 3, -1, -1), target=t[ci[sel]],
+                                  n_perturb_samples=K, normalize=True).double()
+        return out
+
+    def per_map():
+        for m in range(M):
+            c = int(ci[m])
+            noise = pert(c)
+            infidelity(model, lambda inp, noise=noise: (noise, inp - noise), x[c:c + 1],
+                       maps01[m:m + 1, None].expand(-1, 3, -1, -1), target=t[c:c + 1], n_perturb_samples=K,
+                       normalize=True)
+
+    t_ours, res = timed_min(ours)
+    t_layer, ref = timed_min(per_layer)
+    t_map, _ = timed_min(per_map)
+    print(f"infidelity ({M} Grad-CAM++ maps, K={K}, std {std}, normalize; K + 1 forwards per crop here, per crop "
+          f"and layer in captum; the difference below is relative, float32 forwards):")
+    _report("infidelity", t_ours, [("captum infidelity per layer", t_layer), ("captum infidelity per map", t_map)],
+            M, float(((res - ref).abs() / ref.abs()).max()))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="+", choices=sorted(BENCHES), default=None, help="metrics to run (default: all)")
@@ -149,7 +317,11 @@ def main(argv=None):
     ap.add_argument("--attribution-batch", type=int, default=16, help="images per engine call")
     ap.add_argument("--max-pairs", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=64, help="road, infidelity: images per scoring forward")
+    ap.add_argument("--repeat", type=int, default=2, help="road, infidelity: calls per timing, the minimum kept")
+    ap.add_argument("--with-cg", action="store_true", help="road: also time the cg solver (meant for a GPU)")
     args = ap.parse_args(argv)
+    Clock.repeat = args.repeat
     if args.baselines == args.crops:
         ap.error("--baselines must differ from --crops (captum's sensitivity_max expands per-crop baselines)")
     warnings.simplefilter("ignore")  # captum warns on every call that it sets hooks
