@@ -2,12 +2,14 @@
 # same pipeline (rules/pipeline.smk) as a module whose rules are named <name>_* (dashes as underscores) and whose
 # results/, figures/, logs/ and benchmarks/ live below studies/<name>/. resources/ (VOC archives, weights) stays
 # shared: the downloads are the report study's rules, so a study's own download rules are not imported.
+import os
 from pathlib import Path
 
 from layersweep.studies import check_synthetic_roots, load_studies, module_name, replace_prefix, study_prefix
 
-# the project's files, wherever Snakemake runs (--directory elsewhere: the SLURM profile test)
-PROJECT_DIR = Path(workflow.basedir)
+# the project's files, wherever Snakemake runs (--directory elsewhere: the SLURM profile test); relative to the
+# working directory, so that messages name them as the user sees them (config/studies/x.yaml)
+PROJECT_DIR = Path(os.path.relpath(workflow.basedir))
 
 try:
     STUDIES = load_studies(PROJECT_DIR / "config" / "studies", PROJECT_DIR / "config.yaml",
