@@ -161,3 +161,14 @@ def test_registered_infidelity_equals_captum_on_every_row(tmp_path, r):
     metric = get_metric("infidelity")
     assert metric.rescaled and metric.columns == {"infidelity": "lower"}
     assert metric.cost(metric.options, 21)["forwards_per_map"] == pytest.approx(11 / 21)
+
+
+def test_reduced_precision_warns(tmp_path):
+    from layersweep.metrics.metric_shard import score_metric_shard
+
+    from test_metrics_shard import make_crops, tiny_model, write_shard
+
+    path, _ = write_shard(tmp_path / "s.npz")
+    with pytest.warns(UserWarning, match="float32"):
+        score_metric_shard("infidelity", tiny_model(), make_crops(), path, options={"n_perturb_samples": 2},
+                           precision="bf16", device="cpu", progress=False)

@@ -5,8 +5,11 @@ only a positive factor, not the rescaling's power S**p): also scored on the resc
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 
+from ...precision import PrecisionModel
 from ..infidelity import (OUTPUTS, check_infidelity_options, gaussian_perturbations, infidelity_forward_diffs,
                           infidelity_from_diffs)
 from ..registry import bool_option, choice_option, float_option, int_option, register
@@ -20,6 +23,10 @@ def _score(ctx) -> dict:
     def perturbations(i):  # a fresh generator each call: the forwards and the dot products see the same draws
         return gaussian_perturbations(ctx.x[i], K, std, ctx.crop_generator(i, "perturbation"))
 
+    if isinstance(ctx.model, PrecisionModel):
+        warnings.warn(f"infidelity under metrics.precision {ctx.model.dtype}: f(x) - f(x - I) at std {std:g} is of "
+                      f"the order of that precision's rounding of the logits; use metrics.precision float32.",
+                      stacklevel=2)
     if ctx.progress:  # the shared bar counts forwards: K + 1 per crop, whatever the number of layers
         ctx.progress.total += ctx.n * (K + 1)
         ctx.progress.refresh()
