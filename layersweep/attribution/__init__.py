@@ -9,9 +9,10 @@ Methods live in `methods/`, one file each (see `registry.py`); shards in `shards
 """
 from .engine import attribute_crops, attribute_layers
 from .registry import available_methods, get_method, register
-from .shards import read_attribution_shard, write_attribution_shard
+from .shards import AttributionShard, read_attribution_shard, write_attribution_shard
 
 __all__ = [
+    "AttributionShard",
     "attribute_layers",
     "attribute_crops",
     "available_methods",
