@@ -21,8 +21,6 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from .config import n_shards as count_shards
-from .config import shard_range
 from .errors import LayersweepError
 from .io import atomic_path
 from .voc import CLASS_TO_LABEL, annotation_path, brief, image_path, parse_annotation, read_split_ids
@@ -211,35 +209,6 @@ def eval_order(test_index: pd.DataFrame, seed: int) -> list[str]:
     ids = sorted(test_index["crop_id"].astype(str))
     perm = np.random.default_rng(seed).permutation(len(ids))
     return [ids[i] for i in perm]
-
-
-def resolve_n_images(n_images, n_test: int) -> int:
-    """Config `data.n_images` (an int or 'all') as a count of test crops."""
-    if n_images == "all":
-        return n_test
-    if isinstance(n_images, bool) or not isinstance(n_images, (int, np.integer)) or n_images < 1:
-        raise LayersweepError(f"config key 'data.n_images' must be a positive integer or 'all', not {n_images!r}.")
-    if n_images > n_test:
-        raise LayersweepError(f"config key 'data.n_images' is {n_images} but the test split has only {n_test} crops; lower it or use 'all'.")
-    return int(n_images)
-
-
-def n_shards(n_images, n_test: int, shard_size: int) -> int:
-    if isinstance(shard_size, bool) or not isinstance(shard_size, (int, np.integer)) or shard_size < 1:
-        raise LayersweepError(f"config key 'data.shard_size' must be a positive integer, not {shard_size!r}.")
-    return count_shards(resolve_n_images(n_images, n_test), shard_size)
-
-
-def shard_crop_ids(test_index: pd.DataFrame, seed: int, n_images, shard_size: int, k: int) -> list[str]:
-    """Crop ids of shard k: positions k*shard_size .. min((k+1)*shard_size, n) of eval_order.
-
-    A full shard never changes when n_images grows; only the last, partial one gains crops.
-    """
-    count = n_shards(n_images, len(test_index), shard_size)
-    if not 0 <= k < count:
-        raise LayersweepError(f"Shard {k} does not exist: data.n_images = {n_images!r} with data.shard_size = {shard_size} gives shards 0..{count - 1}.")
-    start, stop = shard_range(k, resolve_n_images(n_images, len(test_index)), shard_size)  # as the rules do
-    return eval_order(test_index, seed)[start:stop]
 
 
 def baseline_crop_ids(train_index: pd.DataFrame, val_index: pd.DataFrame, n: int, seed: int) -> list[str]:

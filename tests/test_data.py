@@ -13,8 +13,9 @@ from PIL import Image
 
 import layersweep.data as data
 from layersweep.data import (
-    INDEX_COLUMNS, baseline_crop_ids, build_split, eval_order, make_split, read_split, shard_crop_ids, write_split,
+    INDEX_COLUMNS, baseline_crop_ids, build_split, eval_order, make_split, read_split, write_split,
 )
+from layersweep.config import n_shards, shard_range
 from layersweep.errors import LayersweepError
 from layersweep.synthetic import write_synthetic_voc
 from layersweep.voc import CLASS_TO_LABEL, annotation_path, image_path, read_split_ids
@@ -248,40 +249,29 @@ def test_eval_order_depends_only_on_ids_and_seed():
     assert eval_order(index, seed=1) != order
 
 
+def shard_of(order, n_images, shard_size, k):
+    """Crop ids of shard k as the rules cut it (rules/common.smk, pipeline.eval_shard): shard_range over the
+    seeded evaluation order."""
+    return order[slice(*shard_range(k, n_images, shard_size))]
+
+
 def test_shards_are_stable_when_n_images_grows():
     index, s = fake_index(50), 4
     order = eval_order(index, seed=0)
-    small = [shard_crop_ids(index, 0, 10, s, k) for k in range(3)]
-    large = [shard_crop_ids(index, 0, 17, s, k) for k in range(5)]
+    small = [shard_of(order, 10, s, k) for k in range(n_shards(10, s))]
+    large = [shard_of(order, 17, s, k) for k in range(n_shards(17, s))]
     assert [len(x) for x in small] == [4, 4, 2] and [len(x) for x in large] == [4, 4, 4, 4, 1]
     assert sum(small, []) == order[:10] and sum(large, []) == order[:17]  # the evaluation set is a prefix
     assert small[:2] == large[:2]  # full shards unchanged
     assert large[2][:2] == small[2]  # the partial shard only gains crops
-    everything = [shard_crop_ids(index, 0, "all", 16, k) for k in range(4)]
+    everything = [shard_of(order, len(index), 16, k) for k in range(n_shards(len(index), 16))]
     assert sum(everything, []) == order and len(everything[-1]) == 2
-    assert data.n_shards(10, 50, 4) == 3 and data.n_shards("all", 50, 16) == 4
-
-
-def test_shard_errors():
-    index = fake_index(50)
-    with pytest.raises(LayersweepError, match=r"'data\.n_images' is 51 but the test split has only 50 crops"):
-        shard_crop_ids(index, 0, 51, 4, 0)
-    with pytest.raises(LayersweepError, match="Shard 3 does not exist"):
-        shard_crop_ids(index, 0, 10, 4, 3)
-    for bad in (0, -3, "some", 2.5, True):
-        with pytest.raises(LayersweepError, match=r"data\.n_images"):
-            shard_crop_ids(index, 0, bad, 4, 0)
-    with pytest.raises(LayersweepError, match=r"data\.shard_size"):
-        shard_crop_ids(index, 0, 10, 0, 0)
 
 
 @needs_fixture
 def test_eval_set_on_real_test_split():
     _, index = build_split(REAL_VOC, "test", 16, progress=False)
-    ids = shard_crop_ids(index, 0, "all", len(index), 0)
-    assert sorted(ids) == index["crop_id"].tolist()
-    with pytest.raises(LayersweepError, match=f"only {len(index)} crops"):
-        shard_crop_ids(index, 0, len(index) + 1, 4, 0)
+    assert sorted(eval_order(index, 0)) == index["crop_id"].tolist()
 
 
 def test_baseline_crop_ids():

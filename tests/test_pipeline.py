@@ -227,10 +227,12 @@ def test_reordered_config_keys_plan_nothing(demo_run):
 
 
 def test_shard_0_holds_the_promised_crops_and_their_maps(demo_run):
-    """The attribution rule's shard 0, read back: the crop ids shard_crop_ids promises, in its order, and the
-    maps attribute_crops gives on those crops (baselines and crops gathered here from the split files)."""
+    """The attribution rule's shard 0, read back: the crop ids of the first positions of the seeded evaluation
+    order, in that order, and the maps attribute_crops gives on those crops (baselines and crops gathered here
+    from the split files)."""
     from layersweep.attribution import attribute_crops, read_attribution_shard
-    from layersweep.data import baseline_crop_ids, read_split, shard_crop_ids
+    from layersweep.config import shard_range
+    from layersweep.data import baseline_crop_ids, eval_order, read_split
     from layersweep.model import load_model
 
     work = demo_run["work"]
@@ -238,7 +240,7 @@ def test_shard_0_holds_the_promised_crops_and_their_maps(demo_run):
     d, a = cfg["data"], cfg["attribution"]
     data = work / "results" / "data"
     crops, index = read_split(data / "test_crops.npy", data / "test.parquet")
-    ids = shard_crop_ids(index, cfg["seed"], d["n_images"], d["shard_size"], 0)
+    ids = eval_order(index, cfg["seed"])[slice(*shard_range(0, d["n_images"], d["shard_size"]))]
     assert len(ids) == d["shard_size"]
     pos = {c: i for i, c in enumerate(index["crop_id"])}
     rows = [pos[c] for c in ids]
