@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml requirements.lock
 demo: $(STAMP)
 	$(VENV)/bin/snakemake --cores $(CORES) --max-threads 1 --configfile config/demo.yaml --workflow-profile profiles/default
 
-# the demo plus every added metric of the crop mode on two methods (fig8)
+# the demo plus every metric of the crop mode on two methods (fig8 draws all but core)
 demo-metrics: $(STAMP)
 	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/demo.yaml config/demo-metrics.yaml --workflow-profile profiles/default
 

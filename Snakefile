@@ -19,7 +19,7 @@ rule all:
     input:
         expand("figures/fig{n}.pdf", n=range(2, 8 if COMPARE else 7)),
         "figures/atlas.pdf",
-        "figures/fig8.pdf" if ADDED_METRICS else [],
+        "figures/fig8.pdf" if FIG8_METRICS else [],
         "results/summary.parquet",
         "results/model/test_accuracy.json" if HEAD_TRAINING else [],
     default_target: True

@@ -118,7 +118,7 @@ def bench_sensitivity(s, args):
 @bench("coherency")
 def bench_coherency(s, args):
     from layersweep.metrics.adcc import coherency_from_maps, coherency_scores
-    from layersweep.metrics.scoring import explanation_images, normalize_maps
+    from layersweep.metrics import explanation_images, normalize_maps
 
     x, t, layers = s["x"], s["t"], s["layers"]
     n, H, W = len(x), x.shape[-2], x.shape[-1]
@@ -194,7 +194,7 @@ def _gradcampp_maps(s):
     does, constant ones left out: (maps01, crop index, layer of each map), computed once for road and infidelity."""
     if "maps01" not in s:
         from layersweep.attribution import attribute_layers
-        from layersweep.metrics.scoring import normalize_maps
+        from layersweep.metrics import normalize_maps
 
         x, n = s["x"], len(s["x"])
         raw = attribute_layers(s["model"], x, s["t"], ["gradcampp"], s["layers"])["gradcampp"]
@@ -212,7 +212,7 @@ def bench_road(s, args):
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
     from layersweep.metrics.road import noisy_linear_impute, road_keep_masks, road_scores
-    from layersweep.metrics.scoring import image_scores
+    from layersweep.metrics import image_scores
 
     model, x, t = s["model"], s["x"], s["t"]
     maps01, ci, layer_of = _gradcampp_maps(s)

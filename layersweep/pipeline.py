@@ -24,11 +24,10 @@ def crops_by_id(crops_path, index_path, crop_ids):
     return select(*read_split(crops_path, index_path, mmap_mode="r"), crop_ids)
 
 
-def shard_crops(shard_path, crops_path, index_path):
-    """(crop ids, uint8 crops) of the crops an attribution shard holds."""
-    from .attribution import read_attribution_shard
-
-    ids = [str(c) for c in read_attribution_shard(shard_path)["crop_id"]]
+def shard_crops(shard, crops_path, index_path):
+    """(crop ids, uint8 crops) of the crops an attribution shard (an AttributionShard, read once by the caller)
+    holds."""
+    ids = shard.crop_ids
     return ids, crops_by_id(crops_path, index_path, ids)[0]
 
 
@@ -90,16 +89,15 @@ def shard_boxes(index_path, crop_ids):
     return [boxes[pos[c]] for c in crop_ids]
 
 
-def method_on_inputs(model, inputs, method: str, shard_path, attribution: dict, *, seed: int, device,
-                     preprocessing):
-    """fn(images, targets, crop_ids=None, layers=None) -> {layer: maps}: the shard's method at the shard's layers (or
-    `layers`, some of them) on new
-    normalised inputs, with the attribution rule's settings (`attribution`: attribute_to, n_baselines, max_pairs,
-    precision, perturb_batch, options), for metrics that recompute explanations (sensitivity, coherency)."""
-    from .attribution import attribute_layers, get_method, read_attribution_shard
+def method_on_inputs(model, inputs, shard, attribution: dict, *, seed: int, device, preprocessing):
+    """fn(images, targets, crop_ids=None, layers=None) -> {layer: maps}: the method of `shard` (an
+    AttributionShard) at the shard's layers (or `layers`, some of them) on new normalised inputs, with the
+    attribution rule's settings (`attribution`: attribute_to, n_baselines, max_pairs, precision, perturb_batch,
+    options), for metrics that recompute explanations (sensitivity, coherency)."""
+    from .attribution import attribute_layers, get_method
     from .preprocess import to_model_input
 
-    layers = [int(v) for v in read_attribution_shard(shard_path)["layers"]]
+    method, layers = shard.method, list(shard.layers)
     base = None
     if get_method(method).pass_kind == "deeplift":
         base = to_model_input(baselines(inputs, attribution["n_baselines"], seed), device, preprocessing)

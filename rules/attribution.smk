@@ -51,7 +51,7 @@ rule cost:
         "results/cost.tsv",
     params:
         methods=METHODS,
-        metrics=canonical(ADDED_METRIC_OPTIONS),
+        metrics=canonical(METRIC_OPTIONS),
         attribution=canonical(ATTR),
         model={"arch": MODEL.get("arch", "vgg11")},
         crop_size=DATA["crop_size"],

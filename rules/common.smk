@@ -67,70 +67,99 @@ def method_layers(method):
 RESCALE_RS = [r_label(r) for r in config["rescale"]["r"]]
 
 
-def _added_metrics():
-    """The metrics of `metrics.compute` beyond the report's four, with their checked options."""
-    from layersweep.metrics.registry import check_compute, metric_options
+def _metrics():
+    """The metrics to compute (core, then metrics.compute's others), with their checked options."""
+    from layersweep.metrics.registry import check_compute, configured_options
 
     try:
-        added = check_compute(METRICS["compute"], METRICS["options"], DATA["samples"], METHODS)
-        return added, {m: metric_options(m, METRICS["options"].get(m)) for m in added}
+        names = check_compute(METRICS["compute"], METRICS["options"], DATA["samples"], METHODS)
+        return names, {m: configured_options(m, METRICS) for m in names}
     except LayersweepError as exc:
         sys.exit(f"layersweep: {exc}")
 
 
-ADDED_METRICS, ADDED_METRIC_OPTIONS = _added_metrics()
+COMPUTE, METRIC_OPTIONS = _metrics()
+FIG8_METRICS = [m for m in COMPUTE if m != "core"]  # fig8 draws every metric but core (fig5-7 draw it)
 
 
-def added_metric(name):
+def metric(name):
     from layersweep.metrics.registry import get_metric
 
     return get_metric(name)
 
 
-def metric_methods(metric):
+def metric_methods(name):
     """`metrics.options.<metric>.methods` if given, else every configured method."""
-    chosen = METRICS["options"].get(metric, {}).get("methods", "all")
+    chosen = METRICS["options"].get(name, {}).get("methods", "all")
     return list(METHODS) if chosen == "all" else [m for m in METHODS if m in chosen]
 
 
-def added_metric_shards(metric, r=None):
-    sub = f"results/metrics-extra/{metric}" if r is None else f"results/metrics-extra/{metric}/rescaled-{r}"
-    return [f"{sub}/{m}/shard-{k}.parquet" for m in metric_methods(metric) for k in shard_ids()]
+def metric_shards(name, r=None, methods=None):
+    """The per-image tables of metric `name` (plain, or rescaled with r) of `methods` (default: its methods)."""
+    sub = f"results/metrics/{name}" if r is None else f"results/metrics/{name}/rescaled-{r}"
+    return [f"{sub}/{m}/shard-{k}.parquet" for m in (metric_methods(name) if methods is None else methods)
+            for k in shard_ids()]
 
 
-def added_metric_summaries():
-    return [f"results/summary/metric-{m}.parquet" for m in ADDED_METRICS]
+def metric_scorings(name):
+    """plain, and rescaled-<r> per rescale.r for a metric that has rescaled columns: its summaries."""
+    return ["plain"] + ([f"rescaled-{r}" for r in RESCALE_RS] if metric(name).rescaled else [])
 
 
-def added_metric_inputs(wildcards):
+def metric_summary(name, scoring="plain"):
+    return f"results/summary/{name}/{scoring}.parquet"
+
+
+def metric_inputs(wildcards):
     """The attribution shard and the crops; the baseline crops too when the metric recomputes explanations."""
     inputs = {"maps": f"results/attributions/{wildcards.method}/shard-{wildcards.k}.npz", **split_files("test"),
               "weights": weights_file(), **MODEL_FILES}
-    if "attribution" in added_metric(wildcards.metric).needs:
+    if "attribution" in metric(wildcards.metric).needs:
         inputs.update(train_crops="results/data/train_crops.npy", train_index="results/data/train.parquet",
                       val_crops="results/data/val_crops.npy", val_index="results/data/val.parquet")
     return inputs
 
 
-def added_metric_attribution(wildcards):
+def metric_attribution(wildcards):
     """What the method's maps depend on, for metrics that recompute them on perturbed inputs (else nothing)."""
-    if "attribution" not in added_metric(wildcards.metric).needs:
+    if "attribution" not in metric(wildcards.metric).needs:
         return {}
     keys = ("attribute_to", "n_baselines", "max_pairs", "precision", "perturb_batch")
     return dict({k: ATTR[k] for k in keys}, options=method_options(wildcards.method))
 
 
-def added_metric_runtime(wildcards, attempt):
+def metric_params(rescaled=False):
+    """The params of the metric rules (`metric`; `metric_rescaled` adds the rescaling's r and rtol), i.e. every
+    setting the metric's scores depend on, so that changing one reruns only its jobs."""
+    params = dict(
+        model=MODEL_SPEC,
+        options=lambda wc: canonical(METRIC_OPTIONS[wc.metric]),
+        attribution=metric_attribution,
+        r=(lambda wc: float(wc.r)) if rescaled else None,
+        mask_space=METRICS["mask_space"],
+        batch_size=METRICS["batch_size"],
+        constant_eps=METRICS["constant_eps"],
+        precision=METRICS["precision"],
+        seed=SEED,
+        device=config["device"],
+    )
+    if rescaled:
+        params["rtol"] = config["rescale"]["rtol"]
+    return params
+
+
+def metric_runtime(wildcards, attempt):
     # forwards per map x layers, and attribution passes per crop, at a generous CPU rate of the crop size
     from layersweep.cost import added_metric_minutes
 
-    return added_metric_minutes(wildcards.metric, ADDED_METRIC_OPTIONS[wildcards.metric], wildcards.method, config,
+    return added_metric_minutes(wildcards.metric, METRIC_OPTIONS[wildcards.metric], wildcards.method, config,
                                 DATA["shard_size"]) * attempt
 
 
-def added_metric_summary_inputs(wildcards):
-    rs = RESCALE_RS if added_metric(wildcards.metric).rescaled else []
-    return added_metric_shards(wildcards.metric) + [p for r in rs for p in added_metric_shards(wildcards.metric, r)]
+def summary_inputs(wildcards):
+    """The per-image tables one summary reads: a metric's plain or rescaled-<r> scoring."""
+    r = None if wildcards.scoring == "plain" else wildcards.scoring[len("rescaled-"):]
+    return metric_shards(wildcards.metric, r)
 
 ENV = "../envs/layersweep.yaml"  # for --software-deployment-method conda; the venv has the same pins
 
@@ -223,11 +252,6 @@ def shard_ids():
 def shard_params(wildcards):
     start, stop = shard_range(int(wildcards.k), n_eval_images(), DATA["shard_size"])
     return {"seed": SEED, "start": start, "stop": stop}
-
-
-def metric_shards(method_list, r=None):
-    sub = "results/metrics" if r is None else f"results/metrics/rescaled-{r}"
-    return [f"{sub}/{m}/shard-{k}.parquet" for m in method_list for k in shard_ids()]
 
 
 def log_of(rule, *wildcard_names):

@@ -80,7 +80,7 @@ rule fig4:
 
 rule fig5:
     input:
-        summary="results/summary/plain.parquet",
+        summary=metric_summary("core"),
     output:
         **figure_outputs(5),
     params:
@@ -104,7 +104,7 @@ rule fig5:
 
 rule fig6:
     input:
-        summary=f"results/summary/rescaled-{r_label(FIGURES['rescale_r'])}.parquet",
+        summary=metric_summary("core", f"rescaled-{r_label(FIGURES['rescale_r'])}"),
     output:
         **figure_outputs(6),
     params:
@@ -153,16 +153,16 @@ if COMPARE:  # figures.compare null: no fig7, no paired differences
             "../scripts/fig7.py"
 
 
-# The added metrics (metrics.compute beyond the report's four) against the layer, in the style of fig5.
+# Every metric of metrics.compute but core (fig5 draws it) against the layer, in the style of fig5.
 rule fig8:
     input:
-        summaries=added_metric_summaries(),
+        summaries=[metric_summary(m) for m in FIG8_METRICS],
     output:
         **figure_outputs(8),
     params:
         plot=plot_params(),
         arch=ARCH,
-        metrics=ADDED_METRICS,
+        metrics=FIG8_METRICS,
         methods=FIG_METHODS,
     log:
         "logs/figures/fig8.log",

@@ -1,87 +1,59 @@
-# Scoring: AD, IC, deletion and insertion curves per crop x layer, the rescaled AD/IC, and the summaries.
+# Scoring: every metric (metrics.compute; core, AD / IC / deletion / insertion, always) per method and shard, on
+# the plain maps and, for the metrics that read map values, on the maps rescaled per rescale.r; their summaries;
+# the paired differences of fig7. Each metric has its own jobs and summaries, so listing, dropping or tuning one
+# reruns only its jobs and the figures that draw it.
 
 
-rule metrics:
+rule metric:
     input:
-        maps="results/attributions/{method}/shard-{k}.npz",
-        **split_files("test"),
-        weights=weights_file(),
-        **MODEL_FILES,
+        unpack(metric_inputs),
     output:
-        "results/metrics/{method}/shard-{k}.parquet",
+        "results/metrics/{metric}/{method}/shard-{k}.parquet",
     params:
-        model=MODEL_SPEC,
-        mask_space=METRICS["mask_space"],
-        curve_points=METRICS["curve_points"],
-        blur_kernel=METRICS["blur_kernel"],
-        blur_sigma=METRICS["blur_sigma"],
-        insertion_start=METRICS["insertion_start"],
-        batch_size=METRICS["batch_size"],
-        constant_eps=METRICS["constant_eps"],
-        precision=METRICS["precision"],
-        device=config["device"],
+        **metric_params(),
     log:
-        log_of("metrics", "method", "k"),
+        log_of("metric", "metric", "method", "k"),
     benchmark:
-        bench_of("metrics", "method", "k")
+        bench_of("metric", "metric", "method", "k")
     threads: 4
     resources:
         mem_mb=scoring_mem_mb,
-        runtime=shard_runtime(minutes_per_crop=1.0),
+        runtime=metric_runtime,
         gpu=HEAVY_GPU,
     conda:
         ENV
     script:
-        "../scripts/metrics.py"
+        "../scripts/metric.py"
 
 
-# Rescaling keeps the pixel order, so only AD and IC are scored again.
-rule metrics_rescaled:
-    input:
-        maps="results/attributions/{method}/shard-{k}.npz",
-        **split_files("test"),
-        weights=weights_file(),
-        **MODEL_FILES,
+# The metric's rescaled columns (those that depend on map values, not only on their order) on the rescaled maps.
+use rule metric as metric_rescaled with:
     output:
-        "results/metrics/rescaled-{r}/{method}/shard-{k}.parquet",
+        "results/metrics/{metric}/rescaled-{r}/{method}/shard-{k}.parquet",
     params:
-        model=MODEL_SPEC,
-        r=lambda wc: float(wc.r),
-        rtol=config["rescale"]["rtol"],
-        mask_space=METRICS["mask_space"],
-        batch_size=METRICS["batch_size"],
-        constant_eps=METRICS["constant_eps"],
-        precision=METRICS["precision"],
-        device=config["device"],
+        **metric_params(rescaled=True),
     log:
-        log_of("metrics_rescaled", "r", "method", "k"),
+        log_of("metric_rescaled", "metric", "r", "method", "k"),
     benchmark:
-        bench_of("metrics_rescaled", "r", "method", "k")
-    threads: 4
-    resources:
-        mem_mb=scoring_mem_mb,
-        runtime=shard_runtime(minutes_per_crop=0.1),
-        gpu=HEAVY_GPU,
-    conda:
-        ENV
-    script:
-        "../scripts/metrics_rescaled.py"
+        bench_of("metric_rescaled", "metric", "r", "method", "k")
 
 
 # The small CPU jobs below run as one SLURM job ("summaries" group) on a cluster.
-rule summary_plain:
+rule summary_metric:
     input:
-        lambda wc: metric_shards(METHODS),
+        summary_inputs,
     output:
-        "results/summary/plain.parquet",
+        "results/summary/{metric}/{scoring}.parquet",
     params:
+        columns=lambda wc: list(metric(wc.metric).columns),
+        rescaled_columns=lambda wc: list(metric(wc.metric).rescaled),
         n_boot=config["summary"]["n_boot"],
         ci=config["summary"]["ci"],
         seed=SEED,
     log:
-        "logs/summary_plain/summary_plain.log",
+        "logs/summary_metric/{metric}-{scoring}.log",
     benchmark:
-        "benchmarks/summary_plain/summary_plain.tsv"
+        "benchmarks/summary_metric/{metric}-{scoring}.tsv"
     group:
         "summaries"
     threads: 1
@@ -94,24 +66,13 @@ rule summary_plain:
         "../scripts/summary.py"
 
 
-use rule summary_plain as summary_rescaled with:
-    input:
-        lambda wc: metric_shards(METHODS, r=wc.r),
-    output:
-        "results/summary/rescaled-{r}.parquet",
-    log:
-        "logs/summary_rescaled/{r}.log",
-    benchmark:
-        "benchmarks/summary_rescaled/{r}.tsv"
-
-
 if COMPARE:  # figures.compare null: no fig7, no paired differences
 
-    # Figure 7's paired differences: both methods on the same crops, plain and rescaled.
+    # Figure 7's paired differences of core's AD and IC: both methods on the same crops, plain and rescaled.
     rule paired_difference:
         input:
-            plain=lambda wc: metric_shards(COMPARE),
-            rescaled=lambda wc: metric_shards(COMPARE, r=wc.r),
+            plain=lambda wc: metric_shards("core", methods=COMPARE),
+            rescaled=lambda wc: metric_shards("core", r=wc.r, methods=COMPARE),
         output:
             "results/summary/paired-{r}.parquet",
         params:
@@ -136,11 +97,10 @@ if COMPARE:  # figures.compare null: no fig7, no paired differences
             "../scripts/paired_difference.py"
 
 
-# Everything in one table for the user: plain and every configured r, and the added metrics.
+# Every summary in one table for the user: each metric, plain and per rescale.r.
 rule summary:
     input:
-        ["results/summary/plain.parquet"] + [f"results/summary/rescaled-{r}.parquet" for r in RESCALE_RS]
-        + added_metric_summaries(),
+        [metric_summary(m, s) for m in COMPUTE for s in metric_scorings(m)],
     output:
         "results/summary.parquet",
     log:

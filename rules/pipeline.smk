@@ -9,7 +9,8 @@ include: "common.smk"
 wildcard_constraints:
     split="train|val|test",
     method="|".join(METHODS),
-    metric="|".join(ADDED_METRICS) or "(?!x)x",  # (?!x)x matches nothing: no added metric configured
+    metric="|".join(COMPUTE),
+    scoring=r"plain|rescaled-[0-9.]+",
     k=r"\d+",
     r=r"[0-9.]+",
     which="trainval|test",
@@ -20,5 +21,4 @@ include: "data.smk"
 include: "model.smk"
 include: "attribution.smk"
 include: "metrics.smk"
-include: "metrics_extra.smk"
 include: "figures.smk"

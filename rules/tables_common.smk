@@ -3,7 +3,6 @@
 from layersweep.tables import load_paper_numbers, load_table_specs
 
 PAPER_NUMBERS = PROJECT_DIR / "config" / "paper-numbers.csv"
-BASE_METRICS = ("ad", "ic", "deletion_auc", "insertion_auc")  # rule `metrics`, always computed
 try:
     TABLE_SPECS = load_table_specs(PROJECT_DIR / "config" / "tables.yaml", STUDIES, load_paper_numbers(PAPER_NUMBERS))
 except LayersweepError as exc:
@@ -15,11 +14,19 @@ def study_module(study):
     return globals()[module_name(study)]
 
 
+def study_columns(study):
+    """{column: its metric} of the metrics a study computes (core and its metrics.compute; metric registry)."""
+    from layersweep.metrics.registry import CORE, get_metric
+
+    names = dict.fromkeys([CORE, *STUDIES[study]["metrics"].get("compute", [])])
+    return {c: name for name in names for c in get_metric(name).columns}
+
+
 def study_metrics(study):
-    """The metrics a study computes: the report's four, its metrics.compute and, with stored weights, cosine."""
+    """The columns a table can read from a study: those of the metrics it computes and, with stored weights,
+    cosine."""
     cfg = STUDIES[study]
-    extra = set(cfg["metrics"].get("compute", [])) - set(BASE_METRICS)
-    return sorted(set(BASE_METRICS) | extra | ({"cosine"} if cfg["attribution"].get("store_weights") else set()))
+    return sorted(set(study_columns(study)) | ({"cosine"} if cfg["attribution"].get("store_weights") else set()))
 
 
 def table_studies(table):
@@ -31,16 +38,16 @@ def uses_cosine(table):
 
 
 def summary_files(table):
-    """{study: summaries to read}: plain.parquet, and results/summary/metric-<m>.parquet of the added metrics
-    the table needs and the study computes (metric registry)."""
+    """{study: summaries to read}: results/summary/<metric>/plain.parquet of core and of each metric whose columns
+    the table needs and the study computes."""
     wanted = set(TABLE_SPECS[table]["metrics"].values()) - {"cosine"}
     files = {}
     if not wanted:  # LIFT-CAM Table 2: the cosine alone, from the attribution shards
         return files
     for study in table_studies(table):
-        added = sorted((wanted - set(BASE_METRICS)) & set(study_metrics(study)))
-        files[study] = [f"{study_prefix(study)}results/summary/plain.parquet"] + \
-                       [f"{study_prefix(study)}results/summary/metric-{m}.parquet" for m in added]
+        columns = study_columns(study)
+        names = sorted({columns[c] for c in wanted if c in columns} | {"core"})  # core: never an empty list
+        files[study] = [f"{study_prefix(study)}results/summary/{name}/plain.parquet" for name in names]
     return files
 
 

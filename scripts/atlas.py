@@ -11,16 +11,17 @@ def main(sm):
     crops, index = read_split(sm.input.crops, sm.input.index, mmap_mode="r")
     ids = pipeline.example_crop_ids(index, p.example_crops, p.seed)
     sel, labels = pipeline.select(crops, index, ids)
+    wanted = set(ids)
+    found = {method: {} for method in p.methods}  # method -> crop id -> {layer: map}
+    for path in sm.input.shards:  # each shard read once
+        shard = read_attribution_shard(path)
+        if shard.method in found:
+            for i, cid in enumerate(shard.crop_ids):
+                if cid in wanted:
+                    found[shard.method][cid] = {layer: m[i] for layer, m in shard.maps.items()}
     maps = {}
     for method in p.methods:
-        rows = {}  # crop id -> {layer: map}
-        for path in sm.input.shards:
-            shard = read_attribution_shard(path)
-            if str(shard["method"]) != method:
-                continue
-            for i, cid in enumerate(shard["crop_id"]):
-                if str(cid) in ids:
-                    rows[str(cid)] = {layer: m[i] for layer, m in shard["maps"].items()}
+        rows = found[method]
         missing = [c for c in ids if c not in rows]
         if missing:
             raise LayersweepError(f"crop id '{missing[0]}' is not among the evaluated crops of method '{method}' "

@@ -623,7 +623,7 @@ def test_atlas_rejects_bad_maps_and_writes_nothing(tmp_path, specs):
 # ---------------------------------------------------------------------------------------------- fig8
 
 @pytest.fixture
-def two_added_metrics():
+def two_metrics():
     from layersweep.metrics import registry
 
     registry.register("testpair", columns={"tp_score": "higher", "tp_chance": "none"}, rescaled=False,
@@ -635,7 +635,7 @@ def two_added_metrics():
     registry._REGISTRY.pop("testloss")
 
 
-def _added_summary(methods, columns, seed=3):
+def _metric_summary(methods, columns, seed=3):
     rng = np.random.default_rng(seed)
     rows = []
     for method in methods:
@@ -647,17 +647,17 @@ def _added_summary(methods, columns, seed=3):
     return pd.DataFrame(rows)
 
 
-def test_fig8_draws_each_added_column_and_keeps_the_reference_in_the_csv(tmp_path, two_added_metrics, monkeypatch):
+def test_fig8_draws_each_metric_column_and_keeps_the_reference_in_the_csv(tmp_path, two_metrics, monkeypatch):
     columns = ["tp_score", "tp_chance", "tl_loss"]
-    summary = pd.concat([_added_summary(METHODS, ["tp_score", "tp_chance"]),
-                         _added_summary(["gradcampp"], ["tl_loss"])], ignore_index=True)  # testloss: one method only
+    summary = pd.concat([_metric_summary(METHODS, ["tp_score", "tp_chance"]),
+                         _metric_summary(["gradcampp"], ["tl_loss"])], ignore_index=True)  # testloss: one method only
     summary = summary[~((summary["metric"] == "tl_loss") & (summary["method"] != "gradcampp"))]
     pdf, png, csv = _outs(tmp_path, "fig8")
-    figures.fig8(summary, pdf, png, csv, metrics=two_added_metrics, demo=True, dpi=DPI)
+    figures.fig8(summary, pdf, png, csv, metrics=two_metrics, demo=True, dpi=DPI)
     got = _assert_files(pdf, png, csv)
     _assert_same_numbers(got, summary[summary["rescale_r"].isna()], ["method", "layer", "metric"], FIG5_COLS)
     assert set(got["metric"]) == set(columns)
-    assert figures.fig8_columns(two_added_metrics) == ["tp_score", "tl_loss"]  # "none" columns are not drawn
+    assert figures.fig8_columns(two_metrics) == ["tp_score", "tl_loss"]  # "none" columns are not drawn
     assert style.better_direction("tl_loss").startswith("lower")
     assert style.better_direction("tp_chance") == "reference value"
     chance = summary.loc[(summary["metric"] == "tp_chance") & summary["rescale_r"].isna(), "mean"].mean()
@@ -670,15 +670,15 @@ def test_fig8_draws_each_added_column_and_keeps_the_reference_in_the_csv(tmp_pat
         return real(ax, rows, metric, *args, hline=hline, **kw)
 
     monkeypatch.setattr(panels, "metric_panel", spy)
-    figures.fig8(summary, pdf, png, csv, metrics=two_added_metrics, demo=False, dpi=DPI)
+    figures.fig8(summary, pdf, png, csv, metrics=two_metrics, demo=False, dpi=DPI)
     assert dict(drawn)["tp_score"][0] == pytest.approx(chance) and dict(drawn)["tl_loss"] is None
 
 
-def test_fig8_without_added_metrics_or_with_a_missing_row_writes_nothing(tmp_path, two_added_metrics):
+def test_fig8_without_metrics_or_with_a_missing_row_writes_nothing(tmp_path, two_metrics):
     pdf, png, csv = _outs(tmp_path, "fig8")
     with pytest.raises(LayersweepError, match="'metrics.compute' lists none"):
-        figures.fig8(_added_summary(METHODS, ["tp_score"]), pdf, png, csv, metrics=[], demo=False, dpi=DPI)
-    summary = _added_summary(METHODS, ["tp_score", "tp_chance", "tl_loss"]).iloc[1:]
+        figures.fig8(_metric_summary(METHODS, ["tp_score"]), pdf, png, csv, metrics=[], demo=False, dpi=DPI)
+    summary = _metric_summary(METHODS, ["tp_score", "tp_chance", "tl_loss"]).iloc[1:]
     with pytest.raises(LayersweepError, match="no row for method 'deepliftshap', layer 0, metric 'tp_score'"):
-        figures.fig8(summary, pdf, png, csv, metrics=two_added_metrics, demo=False, dpi=DPI)
+        figures.fig8(summary, pdf, png, csv, metrics=two_metrics, demo=False, dpi=DPI)
     assert not any(tmp_path.iterdir())

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from layersweep.attribution import attribute_layers
 from layersweep.errors import LayersweepError
 from layersweep.metrics.adcc import adcc_combine, adcc_scores, coherency_from_maps, coherency_scores
-from layersweep.metrics.scoring import normalize_maps
+from layersweep.metrics import normalize_maps
 from layersweep.preprocess import denormalize, normalize
 
 from test_metrics_sensitivity import LAYERS, setup  # noqa: F401  (the tiny VGG fixture with random biases)
@@ -134,7 +134,7 @@ def test_mismatched_inputs_give_one_sentence(setup):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# the registered metric (metrics/extra/adcc.py) through score_metric_shard, plain and rescaled
+# the registered metric (metrics/adcc.py) through score_metric_shard, plain and rescaled
 # ---------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("r", [None, 0.3])
 def test_registered_adcc_equals_the_naive_loop(r):

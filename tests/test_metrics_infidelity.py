@@ -119,7 +119,7 @@ def test_bad_options_give_one_sentence():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# the registered metric (metrics/extra/infidelity.py) through score_metric_shard
+# the registered metric (metrics/infidelity.py) through score_metric_shard
 # ---------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("r", [None, 0.3])
 def test_registered_infidelity_equals_captum_on_every_row(tmp_path, r):
@@ -131,7 +131,7 @@ def test_registered_infidelity_equals_captum_on_every_row(tmp_path, r):
     from layersweep.metrics.metric_shard import MetricContext, score_metric_shard
     from layersweep.metrics.registry import get_metric
     from layersweep.metrics.rescale import rescale_maps
-    from layersweep.metrics.scoring import normalize_maps
+    from layersweep.metrics import normalize_maps
     from layersweep.preprocess import to_model_input
 
     from test_metrics_shard import LAYERS, N, SIZE, make_crops, tiny_model, write_shard

@@ -295,7 +295,7 @@ def test_score_shard_zero_start_under_caffe_preprocessing(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# the registered metrics (metrics/extra/add.py, metrics/extra/pointing_game.py) through score_metric_shard
+# the registered metrics (metrics/add.py, metrics/pointing_game.py) through score_metric_shard
 # ---------------------------------------------------------------------------------------------------------
 def shard_arrays():
     rng = np.random.default_rng(9)
@@ -380,8 +380,8 @@ def test_registered_metrics_declare_themselves_and_refuse_crop_mode():
     assert add.columns == {"add": "higher"} and add.rescaled and add.needs == ("forwards",)
     assert pg.columns == {"pointing_game": "higher", "pointing_chance": "none"} and pg.needs == ("boxes",)
     assert add.cost({}, 3)["forwards_per_map"] == 1 and pg.cost({}, 3)["forwards_per_map"] == 0
-    assert check_compute(["ad", "add", "pointing_game"], {}, "images") == ["add", "pointing_game"]
-    assert check_compute(["add"], {}, "crops") == ["add"]
+    assert check_compute(["core", "add", "pointing_game"], {}, "images") == ["core", "add", "pointing_game"]
+    assert check_compute(["add"], {}, "crops") == ["core", "add"]
     with pytest.raises(LayersweepError, match=r"^metric 'pointing_game' in 'metrics.compute' needs object boxes"):
         check_compute(["add", "pointing_game"], {}, "crops")
     arrays, crops = shard_arrays()

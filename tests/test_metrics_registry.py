@@ -89,12 +89,18 @@ def test_options_are_checked_with_one_sentence(mass_metric):
 
 
 def test_compute_list_is_checked(mass_metric):
-    assert check_compute(["ad", "ic", "deletion_auc", "insertion_auc"], {}, "crops") == []
-    assert check_compute(["ad", mass_metric], {mass_metric: {"scale": 3}}, "crops") == [mass_metric]
+    assert check_compute(["core"], {}, "crops") == ["core"]
+    assert check_compute([mass_metric], {mass_metric: {"scale": 3}}, "crops") == ["core", mass_metric]  # core: always
     with pytest.raises(LayersweepError, match="unknown metric 'roadd' in config key 'metrics.compute'"):
-        check_compute(["ad", "roadd"], {}, "crops")
-    with pytest.raises(LayersweepError, match="config key 'metrics.options.nosuch' names no added metric"):
-        check_compute(["ad"], {"nosuch": {}}, "crops")
+        check_compute(["core", "roadd"], {}, "crops")
+    with pytest.raises(LayersweepError, match="unknown metric 'ad' in config key 'metrics.compute' \\('ad' is a column "
+                                              "of metric 'core': list 'core'\\)"):
+        check_compute(["ad"], {}, "crops")
+    with pytest.raises(LayersweepError, match="config key 'metrics.options.nosuch' names no metric"):
+        check_compute(["core"], {"nosuch": {}}, "crops")
+    with pytest.raises(LayersweepError, match="config key 'metrics.options.core': the options of metric 'core' are "
+                                              "the keys metrics.curve_points"):
+        check_compute(["core"], {"core": {"curve_points": 5}}, "crops")
 
 
 def test_a_metric_that_needs_boxes_is_refused_in_crop_mode(mass_metric):
@@ -103,7 +109,7 @@ def test_a_metric_that_needs_boxes_is_refused_in_crop_mode(mass_metric):
     try:
         with pytest.raises(LayersweepError, match="metric 'testboxes' in 'metrics.compute' needs object boxes.*data.samples: images"):
             check_compute(["testboxes"], {}, "crops")
-        assert check_compute(["testboxes"], {}, "images") == ["testboxes"]
+        assert check_compute(["testboxes"], {}, "images") == ["core", "testboxes"]
     finally:
         registry._REGISTRY.pop("testboxes")
 
@@ -124,3 +130,32 @@ def test_registering_a_report_metric_name_or_a_taken_column_fails(mass_metric):
         register("ad", columns={"x": "higher"}, rescaled=False, score=_score, reference="", definition="")
     with pytest.raises(ValueError, match="column 'mass' is already a column of metric 'testmass'"):
         register("other", columns={"mass": "higher"}, rescaled=False, score=_score, reference="", definition="")
+
+
+def test_every_registered_metric_and_column_is_documented():
+    """docs/metrics.md has a section per metric file and names each column (docs/metrics.md, "How to add")."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
+    for name in registry.available_metrics():
+        assert f"\n### {name}" in doc, f"docs/metrics.md has no section '### {name}'"
+        assert f"`layersweep/metrics/{name}.py`" in doc
+        for column in registry.get_metric(name).columns:
+            assert f"`{column}`" in doc, f"docs/metrics.md does not name column {column!r} of metric {name!r}"
+
+
+def test_metric_figure_and_table_modules_import_no_private_name():
+    """The helpers the metric files share are public (layersweep/metrics/batching.py): no module of metrics/,
+    figures/, tables/ or scripts/ imports a `_name` from another module."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for folder in ("layersweep/metrics", "layersweep/figures", "layersweep/tables", "scripts"):
+        for path in sorted((root / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom):
+                    found += [f"{path.relative_to(root)}: {a.name}" for a in node.names
+                              if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not found, found

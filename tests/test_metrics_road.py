@@ -215,7 +215,7 @@ def test_bad_options_give_one_sentence():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# the registered metric (metrics/extra/road.py) through score_metric_shard
+# the registered metric (metrics/road.py) through score_metric_shard
 # ---------------------------------------------------------------------------------------------------------------
 def test_registered_road_equals_pytorch_grad_cam_on_every_row(tmp_path):
     """Each row against ROADCombined on the same normalised map, pytorch-grad-cam's RNG seeded as the (crop,
@@ -224,7 +224,7 @@ def test_registered_road_equals_pytorch_grad_cam_on_every_row(tmp_path):
 
     from layersweep.metrics.metric_shard import MetricContext, score_metric_shard
     from layersweep.metrics.registry import get_metric
-    from layersweep.metrics.scoring import normalize_maps
+    from layersweep.metrics import normalize_maps
     from layersweep.preprocess import to_model_input
 
     from test_metrics_shard import LAYERS, N, SIZE, make_crops, tiny_model, write_shard

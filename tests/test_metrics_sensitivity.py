@@ -172,7 +172,7 @@ def test_bad_options_give_one_sentence(setup):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# the registered metric (metrics/extra/sensitivity.py) through score_metric_shard
+# the registered metric (metrics/sensitivity.py) through score_metric_shard
 # ---------------------------------------------------------------------------------------------------------------
 def shard_setup(method="gradcampp", seed=0):
     """A float32 tiny VGG, uint8 crops, and the shard of its maps as the attribution stage writes it (one map

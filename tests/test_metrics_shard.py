@@ -182,17 +182,17 @@ def test_bad_input_is_one_sentence(tmp_path):
 
 
 def test_one_layer_per_pass_equals_one_pass(tmp_path, monkeypatch):
-    """A 64-crop shard at 224 px splits its layers into several passes (_PASS_BYTES); here forced to one layer
+    """A 64-crop shard at 224 px splits its layers into several passes (batching.PASS_BYTES); here forced to one layer
     per pass, which must give the same rows as all layers in one pass, plain and rescaled."""
-    from layersweep.metrics import shard
+    from layersweep.metrics import batching
 
     path, _ = write_shard(tmp_path / "s.npz")
     model, crops = tiny_model(), make_crops()
-    assert len(shard._layer_groups(LAYERS, N, SIZE * SIZE)) == 1  # the default: one pass
+    assert len(batching.layer_groups(LAYERS, N, SIZE * SIZE)) == 1  # the default: one pass
     one = score_shard(model, crops, path, **KW)
     one_r = score_rescaled_shard(model, crops, path, r=0.3, batch_size=4, device="cpu", progress=False)
-    monkeypatch.setattr(shard, "_PASS_BYTES", 1)
-    assert shard._layer_groups(LAYERS, N, SIZE * SIZE) == [[layer] for layer in LAYERS]
+    monkeypatch.setattr(batching, "PASS_BYTES", 1)
+    assert batching.layer_groups(LAYERS, N, SIZE * SIZE) == [[layer] for layer in LAYERS]
     split = score_shard(model, crops, path, **KW)
     split_r = score_rescaled_shard(model, crops, path, r=0.3, batch_size=4, device="cpu", progress=False)
     pd.testing.assert_frame_equal(split, one)
@@ -218,7 +218,7 @@ def test_a_wrong_stored_prob_warns(tmp_path):
 def test_a_layer_whose_maps_are_all_constant_is_flagged_not_a_crash(tmp_path, monkeypatch):
     """Every map of a layer constant (FullGrad at a dead layer did this in the demo): with one layer per pass
     that pass has no map to score; its rows are flagged and NaN, the other layers' rows are the usual ones."""
-    from layersweep.metrics import shard
+    from layersweep.metrics import batching
 
     path, arrays = write_shard(tmp_path / "s.npz")
     arrays["map_3"][:] = 0.0
@@ -227,7 +227,7 @@ def test_a_layer_whose_maps_are_all_constant_is_flagged_not_a_crash(tmp_path, mo
     model, crops = tiny_model(), make_crops()
     one = score_shard(model, crops, path, **KW)
     one_r = score_rescaled_shard(model, crops, path, r=0.3, batch_size=4, device="cpu", progress=False)
-    monkeypatch.setattr(shard, "_PASS_BYTES", 1)  # one layer per pass: layer 3's pass is all constant
+    monkeypatch.setattr(batching, "PASS_BYTES", 1)  # one layer per pass: layer 3's pass is all constant
     split = score_shard(model, crops, path, **KW)
     split_r = score_rescaled_shard(model, crops, path, r=0.3, batch_size=4, device="cpu", progress=False)
     for df in (split, split_r):

@@ -94,7 +94,7 @@ def demo_run(tmp_path_factory):
     write_test_demo_config(work)
     fig5_only = snakemake(work, "figures/fig5.pdf", "--configfile", TEST_DEMO)  # targets first: --configfile takes many
     built_for_fig5 = sorted(p.relative_to(work).as_posix() for p in (work / "figures").rglob("*") if p.is_file())
-    rescaled_for_fig5 = list((work / "results" / "metrics").glob("rescaled-*"))
+    rescaled_for_fig5 = list((work / "results" / "metrics").glob("*/rescaled-*"))
     snakemake(work, "--configfile", TEST_DEMO)
     return {"work": work, "fig5_files": built_for_fig5, "fig5_rescaled": rescaled_for_fig5, "fig5_log": fig5_only}
 
@@ -151,7 +151,7 @@ def test_rescale_change_plans_only_rescaled_scoring_and_its_figures(demo_run):
 
     jobs = planned_jobs(snakemake(work, "-n", "--configfile", with_config(work, "rescale", edit)))
     n_shards = 2 * 2  # 2 methods x 2 shards
-    assert jobs == {"metrics_rescaled": n_shards, "summary_rescaled": 1, "paired_difference": 1, "summary": 1,
+    assert jobs == {"metric_rescaled": n_shards, "summary_metric": 1, "paired_difference": 1, "summary": 1,
                     "fig6": 1, "fig7": 1}
 
 
@@ -160,8 +160,8 @@ def test_adding_a_method_plans_only_its_shards_and_the_summaries(demo_run):
     cfg = with_config(work, "method", lambda c: c["attribution"]["methods"].append("gradcam"))
     jobs = planned_jobs(snakemake(work, "-n", "--configfile", cfg))
     # fig7 compares figures.compare's pair only: a new method leaves it (and its paired differences) alone
-    assert jobs == {"attribution": 2, "metrics": 2, "metrics_rescaled": 2, "summary_plain": 1,
-                    "summary_rescaled": 1, "summary": 1, "fig5": 1, "fig6": 1, "atlas": 1}
+    assert jobs == {"attribution": 2, "metric": 2, "metric_rescaled": 2, "summary_metric": 2, "summary": 1,
+                    "fig5": 1, "fig6": 1, "atlas": 1}
 
 
 def test_figure_method_options_plan_only_their_figures(demo_run):
@@ -186,7 +186,7 @@ def test_more_images_adds_only_new_shards(demo_run):
     cfg = with_config(work, "more", lambda c: c["data"].update(n_images=18))  # 2 shards of 6 -> 3
     proc = snakemake(work, "-n", "--configfile", cfg)
     jobs = planned_jobs(proc)
-    assert jobs["attribution"] == 2 and jobs["metrics"] == 2 and jobs["metrics_rescaled"] == 2
+    assert jobs["attribution"] == 2 and jobs["metric"] == 2 and jobs["metric_rescaled"] == 2
     shards = {p for p in planned_outputs(proc) if p.startswith("results/attributions/")}
     assert shards == {f"results/attributions/{m}/shard-2.npz" for m in ("deepliftshap", "gradcampp")}
 
@@ -200,7 +200,7 @@ def test_n_images_all_counts_the_test_crops_through_the_checkpoint(demo_run):
     assert n_shards > 2  # the check below plans new shards, not nothing
     proc = snakemake(work, "-n", "--configfile", with_config(work, "all", lambda c: c["data"].update(n_images="all")))
     jobs = planned_jobs(proc)
-    assert jobs["attribution"] == jobs["metrics"] == jobs["metrics_rescaled"] == 2 * (n_shards - 2)
+    assert jobs["attribution"] == jobs["metric"] == jobs["metric_rescaled"] == 2 * (n_shards - 2)
     shards = {p for p in planned_outputs(proc) if p.startswith("results/attributions/")}
     assert shards == {f"results/attributions/{m}/shard-{k}.npz" for m in ("deepliftshap", "gradcampp")
                       for k in range(2, n_shards)}
@@ -289,7 +289,7 @@ def test_image_mode_reruns_the_test_data_and_what_follows(demo_run):
     outputs = " ".join(re.findall(r"output: (.*)", proc.stdout))
     assert jobs["crops"] == 1 and "results/data/test_crops.npy" in outputs
     assert "train_crops" not in outputs and "val_crops" not in outputs
-    assert jobs["attribution"] == 4 and jobs["metrics"] == 4 and jobs["metrics_rescaled"] == 4  # 2 methods x 2 shards
+    assert jobs["attribution"] == 4 and jobs["metric"] == 4 and jobs["metric_rescaled"] == 4  # 2 methods x 2 shards
     assert jobs["fig2"] == 1 and jobs["fig3"] == 1 and jobs["fig5"] == 1
     assert jobs["frozen_features"] == 1  # only the test features (the head's test accuracy)
 
@@ -415,9 +415,9 @@ def test_every_method_runs_through_the_attribution_and_metrics_rules(demo_run):
         c["attribution"]["options"] = {m: dict(ALL_METHODS_OPTIONS.get(m, {}), layers=ls) for m, ls in layers.items()}
 
     cfg = with_config(work, "all_methods", edit)
-    targets = [f"results/metrics/{m}/shard-0.parquet" for m in methods]
+    targets = [f"results/metrics/core/{m}/shard-0.parquet" for m in methods]
     dry = planned_jobs(snakemake(work, "-n", *targets, "--configfile", cfg))
-    assert dry == {"attribution": len(layers), "metrics": len(layers)}  # data, head and the demo's two: reused
+    assert dry == {"attribution": len(layers), "metric": len(layers)}  # data, head and the demo's two: reused
     snakemake(work, *targets, "--configfile", cfg, "--max-threads", "1")
     model = load_model(work / "results" / "model" / "head.pt")
     biases = {l: model.features[l].bias for l in layers["fullgrad"]}
@@ -426,7 +426,7 @@ def test_every_method_runs_through_the_attribution_and_metrics_rules(demo_run):
         expected = layers.get(method, list(range(21)))
         shard = read_attribution_shard(work / "results" / "attributions" / method / "shard-0.npz")
         assert sorted(shard["maps"]) == expected, method
-        table = pd.read_parquet(work / "results" / "metrics" / method / "shard-0.parquet")
+        table = pd.read_parquet(work / "results" / "metrics" / "core" / method / "shard-0.parquet")
         assert sorted(set(table["layer"])) == expected and set(table["method"]) == {method}
         assert len(table) == len(ids) * len(expected) and set(table["crop_id"]) == set(ids), method
         varying = table[~table["constant"]]

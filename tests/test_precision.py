@@ -15,8 +15,8 @@ from layersweep.attribution import attribute_layers
 from layersweep.config import check_config
 from layersweep.errors import LayersweepError
 from layersweep.metrics import score_rescaled_shard, score_shard
-from layersweep.metrics.scoring import (crop_scores, deletion_insertion, explanation_scores, normalize_maps,
-                                        pixel_ranks)
+from layersweep.metrics import (crop_scores, deletion_insertion, explanation_scores, normalize_maps,
+                                pixel_ranks)
 from layersweep.precision import precision_model
 from layersweep.preprocess import to_model_input
 

@@ -19,7 +19,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 # Rules that use the device: they must ask SLURM for a GPU unless the config says device: cpu.
-GPU_RULES = {"attribution", "metrics", "metrics_rescaled"}
+GPU_RULES = {"attribution", "metric", "metric_rescaled"}
 # A job block: "rule NAME:" (indented inside a group job's block), then its fields one level deeper.
 JOB_HEADER = re.compile(r"^(\s*)(?:local)?(?:rule|checkpoint) (\w+):$")
 
@@ -133,7 +133,7 @@ def test_gpu_on_device_rules_only_and_off_with_device_cpu(runs):
         if job["rule"] in GPU_RULES:
             assert gpu == 1, job
     # rules that use no device never ask for a GPU
-    cpu_only = {"summary", "summary_plain", "summary_rescaled", "paired_difference", "fig3", "fig4",
+    cpu_only = {"summary", "summary_metric", "paired_difference", "fig3", "fig4",
                 "fig5", "fig6", "fig7", "crops", "synthetic_voc"}
     assert all(j["resources"].get("gpu", 0) == 0 for j in first if j["rule"] in cpu_only)
     # device: cpu -> no job asks SLURM for a GPU (the test cluster has none)

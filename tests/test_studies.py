@@ -64,11 +64,12 @@ def test_each_table_plans_only_its_studies(scratch, table, studies):
     for out in planned_outputs(proc):
         assert out.startswith(("resources/", "tables/")) or any(out.startswith(f"studies/{s}/") for s in studies), out
     if table == "liftcam-table3":  # 6 methods x 16 shards of 64 samples (1,000), the last ReLU only
-        assert jobs["liftcam_voc_attribution"] == 96 and jobs["liftcam_voc_metrics"] == 96
-        assert "liftcam_voc_metrics_rescaled" not in jobs and "liftcam_voc_train_head" not in jobs
+        # metrics core (AD, IC) and add (ADD): one job each per shard
+        assert jobs["liftcam_voc_attribution"] == 96 and jobs["liftcam_voc_metric"] == 2 * 96
+        assert "liftcam_voc_metric_rescaled" not in jobs and "liftcam_voc_train_head" not in jobs
         assert jobs["download_weights"] == 1  # TorchRay's VGG16 alone
     if table == "liftcam-table2":  # the cosine reads weights: no scoring at all
-        assert jobs["table_cosine"] == 1 and not any("metrics" in r for r in jobs)
+        assert jobs["table_cosine"] == 1 and not any("metric" in r for r in jobs)
         assert jobs["liftcam_voc_pi10000_attribution"] == 8  # 500 samples
     if table == "shapcam-table2":  # the VGG11 model trains its head; TorchRay's does not
         assert jobs["shapcam_voc_vgg11_train_head"] == 1 and "shapcam_voc_torchray_train_head" not in jobs
@@ -105,7 +106,7 @@ def test_study_config_missing_a_key_stops_with_one_sentence(scratch):
 N_DEMO = 3  # samples of the demo study; its reference (liftcam-voc-pi10000) holds the first N_DEMO - 1
 DEMO_METHODS = ["gradcam", "ablationcam", "liftcam"]  # a gradient, a perturbation and a DeepLift CAM: the other
                                                       # rows of the paper's tables say the study does not run them
-POINTING_GAME = "studies/liftcam-voc/results/summary/metric-pointing_game.parquet"
+POINTING_GAME = "studies/liftcam-voc/results/summary/pointing_game/plain.parquet"
 HIDDEN = 4096  # TorchRay's real classifier width: the loader builds torchvision's VGG16 around the file
 
 
@@ -188,7 +189,7 @@ def test_demo_table3_holds_the_papers_numbers_and_the_studys_summary(demo_study)
     work = demo_study["work"]
     table = pd.read_csv(work / "tables" / "liftcam-table3.csv", keep_default_na=False, na_values=[""])
     numbers = pd.read_csv(work / "config" / "paper-numbers.csv")
-    summary = pd.read_parquet(work / "studies" / "liftcam-voc" / "results" / "summary" / "plain.parquet")
+    summary = pd.read_parquet(work / "studies" / "liftcam-voc" / "results" / "summary" / "core" / "plain.parquet")
     assert len(table) == 6 * 3 and set(table["layer"]) == {29} and set(table["model"]) == {"vgg16 (torchray_voc)"}
     for row in table.itertuples():
         paper = numbers[(numbers["paper"] == "LIFT-CAM") & (numbers["table"] == 3) & (numbers["row"] == row.paper_row)
@@ -201,10 +202,10 @@ def test_demo_table3_holds_the_papers_numbers_and_the_studys_summary(demo_study)
             continue
         if row.metric in ("ad", "ic"):
             pass
-        else:  # ADD: the metric registry's own summary
+        else:  # ADD: metric add's own summary
             assert ours.empty
-            added = pd.read_parquet(work / "studies" / "liftcam-voc" / "results" / "summary" / "metric-add.parquet")
-            ours = added[(added["method"] == row.method) & (added["layer"] == 29) & added["rescale_r"].isna()]
+            add = pd.read_parquet(work / "studies" / "liftcam-voc" / "results" / "summary" / "add" / "plain.parquet")
+            ours = add[(add["method"] == row.method) & (add["layer"] == 29) & add["rescale_r"].isna()]
         assert len(ours) == 1 and row.n == ours["n"].item() and row.n + ours["n_constant"].item() == N_DEMO
         if row.n:
             assert row.ours == pytest.approx(ours["mean"].item(), abs=1e-9)
@@ -265,7 +266,7 @@ def test_demo_study_config_change_reruns_only_that_study(demo_study):
         jobs = planned_jobs(snakemake(work, "-n", *targets))
     finally:
         (work / "config" / "studies" / "liftcam-voc.yaml").write_text(original)
-    assert jobs == {"liftcam_voc_metrics": len(DEMO_METHODS), "liftcam_voc_summary_plain": 1, "paper_table": 2}
+    assert jobs == {"liftcam_voc_metric": len(DEMO_METHODS), "liftcam_voc_summary_metric": 1, "paper_table": 2}
 
 
 def test_demo_study_report_renders_the_tables_and_the_config_as_yaml(demo_study):

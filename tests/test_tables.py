@@ -13,7 +13,7 @@ import yaml
 
 from layersweep.attribution.shards import write_attribution_shard
 from layersweep.errors import LayersweepError
-from layersweep.metrics.summary import _rng, bootstrap_mean_ci
+from layersweep.metrics.summary import bootstrap_mean_ci, group_rng
 from layersweep.studies import REQUIRED_KEYS, check_synthetic_roots, load_studies, merge, study_config
 from layersweep.tables import (coefficient_cosine, cosine_per_image, cosine_summary, load_paper_numbers,
                                load_table_specs, paper_table, table_html, table_markdown)
@@ -227,7 +227,7 @@ def test_cosine_per_image_joins_shards_by_crop_id_and_summarises(tmp_path):
     (row,) = summary.to_dict("records")
     finite = per["cosine"].dropna().to_numpy()
     assert row["n"] == 6 and row["n_constant"] == 1 and row["mean"] == pytest.approx(finite.mean())
-    mean, lo, hi = bootstrap_mean_ci(finite, n_boot=200, ci=0.95, rng=_rng(4, "gradcam", 29, float("nan")))
+    mean, lo, hi = bootstrap_mean_ci(finite, n_boot=200, ci=0.95, rng=group_rng(4, "gradcam", 29, float("nan")))
     assert (row["ci_low"], row["ci_high"]) == (lo, hi) and lo < row["mean"] < hi
 
     _shard(tmp_path / "other.npz", "shapcam_pi", ids[:2], [5, 6], ref[:2])

@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..errors import LayersweepError
 from ..layers import LayerSpec, layer_specs
-from ..metrics.registry import added_columns
+from ..metrics.registry import all_columns
 from .style import METRICS
 
 FIG5_METRICS = ("ad", "ic", "insertion_auc", "deletion_auc")
@@ -86,10 +86,11 @@ def select_summary(summary, metrics, r, spec_map, methods=None) -> pd.DataFrame:
     metric, once."""
     require_columns(summary, SUMMARY_COLUMNS, "summary table")
     summary = select_methods(summary, methods, "summary table")
-    unknown = sorted(set(summary["metric"]) - set(METRICS) - set(added_columns()))
+    known = all_columns()  # the columns of every registered metric (METRICS: core's, with their labels)
+    unknown = sorted(set(summary["metric"]) - set(METRICS) - set(known))
     if unknown:
         raise LayersweepError(f"the summary table has the unknown metric {unknown[0]!r}; "
-                              f"expected one of {', '.join([*METRICS, *added_columns()])}.")
+                              f"expected one of {', '.join(dict.fromkeys([*METRICS, *known]))}.")
     rows = summary[summary["metric"].isin(metrics) & match_r(summary["rescale_r"], r)].copy()
     for metric in metrics:
         if not (rows["metric"] == metric).any():

@@ -26,8 +26,10 @@ import torch
 
 from ..errors import LayersweepError
 from ..preprocess import TORCHVISION, Preprocessing
-from .scoring import (_as_index, _bar, average_drop_terms, check_mask_space, explanation_images,
-                      explanation_scores, image_scores, normalize_maps)
+from .batching import (as_crop_index, check_mask_space, explanation_images, explanation_scores, image_scores,
+                       normalize_maps, progress_bar)
+from .core import average_drop_terms
+from .registry import int_option, register
 from .sensitivity import call_attribute
 
 
@@ -84,7 +86,7 @@ def coherency_scores(x: torch.Tensor, targets, maps01: torch.Tensor, attribute: 
     H, W = x.shape[-2:]
     if tuple(maps01.shape[-2:]) != (H, W):
         raise LayersweepError(f"maps of size {tuple(maps01.shape[-2:])} do not match the crops' size {(H, W)}; normalise them first.")
-    ci = _as_index(crop_index, M, len(x), dev)
+    ci = as_crop_index(crop_index, M, len(x), dev)
     layers = torch.as_tensor(map_layers, device=dev).long()
     if layers.shape != (M,):
         raise LayersweepError(f"map_layers must give one layer per map ({M}), not shape {tuple(layers.shape)}.")
@@ -93,7 +95,7 @@ def coherency_scores(x: torch.Tensor, targets, maps01: torch.Tensor, attribute: 
         raise LayersweepError(f"reference maps of shape {tuple(reference.shape)} for maps of shape {tuple(maps01.shape)}.")
     t = torch.as_tensor(targets, device=dev).long()
     out = torch.empty(M, dtype=torch.float64, device=dev)
-    bar, own = _bar(progress, M, "coherency")
+    bar, own = progress_bar(progress, M, "coherency")
     try:
         for s in range(0, M, batch_size):
             idx = torch.arange(s, min(s + batch_size, M), device=dev)
@@ -125,7 +127,7 @@ def adcc_scores(model, x: torch.Tensor, targets, maps01: torch.Tensor, attribute
     forward per map, `forward_batch_size` images per forward. Returns {name: float64 (M,)} on x's device.
     """
     dev = x.device
-    ci = _as_index(crop_index, len(maps01), len(x), dev)
+    ci = as_crop_index(crop_index, len(maps01), len(x), dev)
     t = torch.as_tensor(targets, device=dev).long()
     if Y is None:
         Y = image_scores(model, x, t, batch_size=forward_batch_size)
@@ -137,3 +139,56 @@ def adcc_scores(model, x: torch.Tensor, targets, maps01: torch.Tensor, attribute
                            constant_eps=constant_eps, crop_ids=crop_ids, progress=progress)
     com = complexity(maps01).to(dev)
     return {"coherency": coh, "complexity": com, "average_drop": ad, "adcc": adcc_combine(coh, com, ad)}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the registered metric
+# Coherency recomputes the method's map on each map's explanation image x * S_l and keeps layer l: one
+# attribution pass per (crop, layer) map, each asking only for the layers of its batch. Depends on map values:
+# also scored on the rescaled maps, with the map of x (not rescaled) as coherency's reference.
+# ----------------------------------------------------------------------------------------------------------
+def _maps_of_x(ctx, rows: torch.Tensor) -> torch.Tensor:
+    """The stored maps of these rows (layer-major), upsampled and min-max normalised: coherency's reference
+    when the scored maps are rescaled (S**p is not an affine image of the map)."""
+    n = ctx.n
+    size = tuple(ctx.x.shape[-2:])
+    out = torch.empty((len(rows),) + size, device=ctx.device)
+    li, ci = torch.div(rows, n, rounding_mode="floor").cpu(), (rows % n).cpu()
+    for j in torch.unique(li).tolist():
+        sel = torch.nonzero(li == j)[:, 0]
+        raw = torch.from_numpy(ctx.raw_maps[ctx.layers[j]][ci[sel].numpy()]).to(ctx.device)
+        out[sel.to(ctx.device)] = normalize_maps(raw, size, ctx.constant_eps)[0]
+    return out
+
+
+def _score(ctx) -> dict:
+    n, L = ctx.n, len(ctx.layers)
+    cols = {c: torch.full((L * n,), float("nan"), dtype=torch.float64, device=ctx.device)
+            for c in ("coherency", "complexity", "adcc")}
+    layer_of_row = torch.tensor(ctx.layers, device=ctx.device).repeat_interleave(n)
+    for maps01, ci, rows in ctx.groups():
+        ctx.add_work(2 * len(maps01))  # one forward (O) and one attribution pass (coherency) per map
+        reference = maps01 if ctx.r is None else _maps_of_x(ctx, rows)
+        res = adcc_scores(ctx.model, ctx.x, ctx.targets, maps01, ctx.attribute, map_layers=layer_of_row[rows],
+                          crop_index=ci, reference=reference, Y=ctx.Y, mask_space=ctx.mask_space,
+                          preprocessing=ctx.preprocessing, batch_size=ctx.options["attribution_batch"],
+                          forward_batch_size=ctx.batch_size, constant_eps=ctx.constant_eps,
+                          crop_ids=ctx.crop_ids, progress=ctx.progress)
+        for c in cols:
+            cols[c][rows] = res[c]
+    return cols
+
+
+register(
+    "adcc",
+    columns={"coherency": "higher", "complexity": "lower", "adcc": "higher"},
+    needs=("forwards", "attribution"),
+    rescaled=True,
+    score=_score,
+    options={"attribution_batch": int_option(16, 1, 4096)},
+    cost=lambda opts, n_layers: {"forwards_per_map": 1, "attribution_passes_per_crop": n_layers},
+    reference="Poppi, Cornia, Baraldi & Cucchiara, CVPR-W 2021; aimagelab/ADCC",
+    definition="coherency = (Pearson r of the upsampled maps of x and of x * S, same layer and method + 1) / 2; "
+               "complexity = ||S||_1 / (H W); adcc = 3 / (1 / coherency + 1 / (1 - complexity) + "
+               "1 / (1 - AD)), AD = max(0, Y - O) / Y",
+)

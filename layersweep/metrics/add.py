@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from ..preprocess import TORCHVISION, Preprocessing
-from .scoring import _as_index, _pair, _score_batches, check_mask_space, explanation_images
+from .batching import as_crop_index, as_pair, check_mask_space, explanation_images, score_batches
+from .registry import register
 
 
 def average_drop_in_deletion_terms(Y, D):
@@ -19,7 +20,7 @@ def average_drop_in_deletion_terms(Y, D):
 
     As `average_drop_terms`: Y == 0 (a softmax underflow) gives 0, NaN in Y or D gives NaN, numpy or torch.
     """
-    xp, Y, D = _pair(Y, D)
+    xp, Y, D = as_pair(Y, D)
     drop = Y - D
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = xp.where(Y == 0, drop * 0, drop / xp.where(Y == 0, xp.ones_like(Y), Y))
@@ -33,7 +34,7 @@ def deletion_image_scores(model, x: torch.Tensor, maps01: torch.Tensor, targets,
     with the target of the map's crop; one forward per map, `batch_size` maps per forward. 1 - S is built
     per batch, so the maps are not copied."""
     check_mask_space(mask_space)
-    ci = _as_index(crop_index, len(maps01), len(x), x.device)
+    ci = as_crop_index(crop_index, len(maps01), len(x), x.device)
     t = torch.as_tensor(targets, device=x.device).long()
     maps01 = maps01.to(x.device)
 
@@ -41,4 +42,32 @@ def deletion_image_scores(model, x: torch.Tensor, maps01: torch.Tensor, targets,
         c = ci[i]
         return explanation_images(x[c], 1 - maps01[i], mask_space, preprocessing), t[c]
 
-    return _score_batches(model, len(maps01), make, batch_size, x.device, progress, "deletion image")
+    return score_batches(model, len(maps01), make, batch_size, x.device, progress, "deletion image")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the registered metric
+# One forward per map (D); Y is the stage's. Depends on map values (1 - S**p is not 1 - S): also scored on the
+# rescaled maps.
+# ----------------------------------------------------------------------------------------------------------
+def _score(ctx) -> dict:
+    add = torch.full((len(ctx.layers) * ctx.n,), float("nan"), dtype=torch.float64, device=ctx.device)
+    for maps01, ci, rows in ctx.groups():
+        ctx.add_work(len(maps01))  # the shared bar counts the stage's forwards: one per map here
+        D = deletion_image_scores(ctx.model, ctx.x, maps01, ctx.targets, crop_index=ci, mask_space=ctx.mask_space,
+                                  batch_size=ctx.batch_size, progress=ctx.progress, preprocessing=ctx.preprocessing)
+        add[rows] = average_drop_in_deletion_terms(ctx.Y[ci], D).double()
+    return {"add": add}
+
+
+register(
+    "add",
+    columns={"add": "higher"},
+    needs=("forwards",),
+    rescaled=True,
+    score=_score,
+    cost=lambda opts, n_layers: {"forwards_per_map": 1, "attribution_passes_per_crop": 0},
+    reference="Jung & Oh, ICCV 2021 (LIFT-CAM), eq. 13",
+    definition="Average Drop in Deletion: (Y - D) / Y x 100 with D the score of the inverted explanation image "
+               "(1 - S) x, no max(0, .) (negative when removing the map raises the score)",
+)

@@ -1,60 +1,37 @@
-"""Per-map scores on tensors: map normalisation, Average Drop / Increase in Confidence, deletion / insertion.
+"""Metric `core`: the report's four, Average Drop (AD), Increase in Confidence (IC), and the deletion and
+insertion AUCs, computed together so that they share their forwards (docs/metrics.md).
 
-Conventions (PROTOCOL.md, "Metrics"):
-- score = softmax over the logits, taken at the target class (the ground-truth label);
-- `x` is the *normalised* image batch (N, 3, H, W) of the crops, `targets` is (N,) int64;
-- a batch of M maps refers to its crops through `crop_index` (M,), so the L maps of one crop (one per layer)
-  share the crop's tensor, blurred image and base scores instead of copying them;
-- everything runs on `x.device`; the model must already sit there, in eval mode.
+With S the map upsampled to the crop and min-max normalised (`batching.normalize_maps`), Y the crop's softmax score
+at its target and O that of its explanation image e = S * x (`batching.explanation_images`, metrics.mask_space):
+- AD term = max(0, Y - O) / Y * 100 (lower is better); IC indicator = 1[O > Y] * 100 (higher is better); their
+  means over the crops are AD and IC. One forward per map (O): AD and IC share it.
+- deletion: the top round(k*H*W) pixels (descending S, stable order) set to 0 in normalised space; insertion:
+  start from the Gaussian blur of x (metrics.insertion_start 'blur') or the zero model input ('zero'), restore
+  the top pixels from x; k = linspace(0, 1, curve_points); AUC = trapezoid rule over k in [0, 1] (deletion lower
+  is better, insertion higher). Both curves come from the same ranks: 2 (curve_points - 2) forwards per map,
+  their ends from the crop's own scores (Y, the blur's, the zero image's: `crop_scores`, once per crop).
+- rescaled maps (S**p with sum r*H*W, `rescale`): only AD and IC, as rescaling keeps the pixel order.
 
-Every forward pass goes through `_score_batches`, which builds each batch of perturbed images on the device
-from index arithmetic (no per-point trip to the CPU) and keeps the scores on the device until the end.
+Its options are the top-level keys metrics.curve_points, blur_kernel, blur_sigma and insertion_start.
+`score_shard` / `score_rescaled_shard` are `metric_shard.score_metric_shard("core", ...)` with these as keyword
+arguments. On tensors, every function below works on its own (`deletion_insertion`, `crop_scores`, ...).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torchvision.transforms.functional import gaussian_blur
-from tqdm.auto import tqdm
 
+from ..attribution.registry import Option, choice_option, int_option
 from ..errors import LayersweepError
-from ..preprocess import TORCHVISION, Preprocessing, denormalize, normalize
+from ..preprocess import TORCHVISION, Preprocessing
+from .batching import as_crop_index, as_pair, explanation_scores, score_batches
+from .registry import CORE, float_option, register
+from .rescale import rescale_maps
 
-MASK_SPACES = ("normalized", "pixel")
 # Where the insertion curve starts (k = 0): the Gaussian blur of the crop (the report), or the zero image of
 # the model input (LIFT-CAM's M_0 * x), i.e. deletion's end point, whatever metrics.mask_space says.
 INSERTION_STARTS = ("blur", "zero")
-
-
-# ----------------------------------------------------------------------------------------------------------
-# maps
-# ----------------------------------------------------------------------------------------------------------
-def normalize_maps(maps, size, eps: float = 1e-6):
-    """Upsample maps (N, h, w) bilinearly (align_corners=False) to `size` and min-max normalise each to [0, 1].
-
-    Returns (maps01, constant): float32 (N, H, W) on the maps' device, and bool (N,). A map whose range
-    (max - min, after upsampling) is below `eps`, or that holds a non-finite value, cannot be normalised:
-    it is flagged in `constant` and returned as zeros, and callers give it NaN metrics.
-    """
-    m = torch.as_tensor(maps)
-    if m.ndim != 3:
-        raise LayersweepError(f"maps must have shape (N, h, w), not {tuple(m.shape)}.")
-    H, W = (int(size), int(size)) if np.ndim(size) == 0 else (int(size[0]), int(size[1]))
-    m = m.float()  # float16 shards are upsampled in float32
-    if len(m) == 0:
-        return m.new_zeros((0, H, W)), torch.zeros(0, dtype=torch.bool, device=m.device)
-    if tuple(m.shape[-2:]) != (H, W):
-        m = F.interpolate(m[:, None], size=(H, W), mode="bilinear", align_corners=False)[:, 0]
-    flat = m.reshape(len(m), -1)
-    lo, hi = flat.amin(dim=1), flat.amax(dim=1)
-    span = hi - lo
-    constant = ~(span >= eps) | ~torch.isfinite(flat).all(dim=1)  # `~(>=)` also catches NaN spans
-    safe = torch.where(constant, torch.ones_like(span), span)
-    # (hi - lo) / span is exactly 1.0 in IEEE arithmetic, so every map keeps a pixel at 1 and one at 0
-    out = (m - lo[:, None, None]) / safe[:, None, None]
-    out = torch.where(constant[:, None, None], torch.zeros_like(out), out)
-    return out, constant
 
 
 def blur_images(x: torch.Tensor, kernel: int = 11, sigma: float = 5.0) -> torch.Tensor:
@@ -75,32 +52,16 @@ def check_insertion_start(insertion_start: str) -> str:
     return insertion_start
 
 
-def check_mask_space(mask_space: str) -> str:
-    if mask_space not in MASK_SPACES:
-        raise LayersweepError(f"config key 'metrics.mask_space' has the unknown value {mask_space!r}; use 'normalized' or 'pixel'.")
-    return mask_space
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Average Drop and Increase in Confidence
 # ----------------------------------------------------------------------------------------------------------
-def _pair(Y, O):
-    if isinstance(Y, torch.Tensor) or isinstance(O, torch.Tensor):
-        Y = torch.as_tensor(Y)
-        O = torch.as_tensor(O, device=Y.device)
-        dt = torch.promote_types(torch.promote_types(Y.dtype, O.dtype), torch.float32)
-        return torch, Y.to(dt), O.to(dt)
-    Y, O = np.asarray(Y, dtype=float), np.asarray(O, dtype=float)
-    return np, Y, O
-
-
 def average_drop_terms(Y, O):
     """Per-image Average Drop term max(0, Y - O) / Y * 100 (Y: score of the image, O: of the explanation).
 
     Y == 0 (a softmax underflow) gives 0: there is nothing left to drop. NaN in Y or O gives NaN.
     Works on numpy arrays and torch tensors alike.
     """
-    xp, Y, O = _pair(Y, O)
+    xp, Y, O = as_pair(Y, O)
     drop = xp.maximum(Y - O, xp.zeros_like(Y)) if xp is torch else np.maximum(Y - O, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = xp.where(Y == 0, drop * 0, drop / xp.where(Y == 0, xp.ones_like(Y), Y))
@@ -109,7 +70,7 @@ def average_drop_terms(Y, O):
 
 def increase_in_confidence_terms(Y, O):
     """Per-image Increase in Confidence indicator 1[O > Y] * 100 (0 or 100; NaN where Y or O is NaN)."""
-    xp, Y, O = _pair(Y, O)
+    xp, Y, O = as_pair(Y, O)
     ind = (O > Y) * 100.0 if xp is np else (O > Y).to(Y.dtype) * 100
     bad = xp.isnan(Y) | xp.isnan(O)
     return xp.where(bad, Y * np.nan if xp is np else torch.full_like(Y, float("nan")), ind)
@@ -130,56 +91,8 @@ def increase_in_confidence(Y, O):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# batched scoring
+# deletion and insertion
 # ----------------------------------------------------------------------------------------------------------
-def target_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """softmax(logits)[i, targets[i]], in float32."""
-    return torch.softmax(logits.float(), dim=1).gather(1, targets.long()[:, None])[:, 0]
-
-
-def _bar(progress, total, desc):
-    """`progress` is a bool (own bar) or an existing tqdm bar (shared by a whole stage)."""
-    if isinstance(progress, tqdm):
-        return progress, False
-    return tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False), True
-
-
-@torch.no_grad()
-def _score_batches(model, n_items: int, make_batch, batch_size: int, device, progress, desc: str) -> torch.Tensor:
-    """Scores of `n_items` images, `batch_size` per forward; make_batch(idx) -> (images, targets) on device."""
-    if batch_size < 1:
-        raise LayersweepError(f"config key 'metrics.batch_size' must be at least 1, not {batch_size!r}.")
-    out = torch.empty(n_items, device=device)
-    bar, own = _bar(progress, n_items, desc)
-    try:
-        for start in range(0, n_items, batch_size):
-            stop = min(start + batch_size, n_items)
-            images, tg = make_batch(torch.arange(start, stop, device=device))
-            out[start:stop] = target_probs(model(images), tg)
-            bar.update(stop - start)
-    finally:
-        if own:
-            bar.close()
-    return out
-
-
-def _as_index(crop_index, n_maps: int, n_crops: int, device) -> torch.Tensor:
-    if crop_index is None:
-        if n_maps != n_crops:
-            raise LayersweepError(f"{n_maps} maps for {n_crops} crops: pass crop_index to say which crop each map belongs to.")
-        return torch.arange(n_maps, device=device)
-    ci = torch.as_tensor(crop_index, device=device).long()
-    if ci.shape != (n_maps,):
-        raise LayersweepError(f"crop_index must have one entry per map ({n_maps}), not shape {tuple(ci.shape)}.")
-    return ci
-
-
-def image_scores(model, x: torch.Tensor, targets, *, batch_size: int = 256, progress=False) -> torch.Tensor:
-    """Y = softmax score of each image of `x` at its target class, batched."""
-    t = torch.as_tensor(targets, device=x.device).long()
-    return _score_batches(model, len(x), lambda i: (x[i], t[i]), batch_size, x.device, progress, "score")
-
-
 def crop_scores(model, x: torch.Tensor, targets, *, blur_kernel: int = 11, blur_sigma: float = 5.0,
                 batch_size: int = 256, blurred: torch.Tensor | None = None, insertion_start: str = "blur",
                 progress=False) -> dict:
@@ -202,7 +115,7 @@ def crop_scores(model, x: torch.Tensor, targets, *, blur_kernel: int = 11, blur_
     if bool(bad.any()):
         raise LayersweepError(f"target class {int(t[bad][0])} is outside the model's {n_classes} classes.")
     if insertion_start == "zero":
-        Y = _score_batches(model, len(x), lambda i: (x[i], t[i]), batch_size, x.device, progress, "crop scores")
+        Y = score_batches(model, len(x), lambda i: (x[i], t[i]), batch_size, x.device, progress, "crop scores")
         return {"original": Y, "blurred": zero_probs[t], "deleted": zero_probs[t],
                 "blurred_images": torch.zeros_like(x)}
     if blurred is None:
@@ -213,39 +126,8 @@ def crop_scores(model, x: torch.Tensor, targets, *, blur_kernel: int = 11, blur_
     def make(i):  # items 0..n-1: originals, n..2n-1: blurred images
         return torch.where((i < n).view(-1, 1, 1, 1), x[i % n], blurred[i % n]), both[i]
 
-    s = _score_batches(model, 2 * n, make, batch_size, x.device, progress, "crop scores")
+    s = score_batches(model, 2 * n, make, batch_size, x.device, progress, "crop scores")
     return {"original": s[:n], "blurred": s[n:], "deleted": zero_probs[t], "blurred_images": blurred}
-
-
-def explanation_images(x: torch.Tensor, maps01: torch.Tensor, mask_space: str = "normalized",
-                       preprocessing: Preprocessing = TORCHVISION) -> torch.Tensor:
-    """e = S * x (mask_space 'normalized', x the normalised tensor) or e = normalize(S * pixels) ('pixel'),
-    with the model's `preprocessing` (model.source) between pixels and x.
-
-    x and maps01 are aligned (same first dimension); S is broadcast over the colour channels.
-    """
-    check_mask_space(mask_space)
-    s = maps01[:, None].to(x.dtype)
-    if mask_space == "normalized":
-        return s * x
-    return normalize(s * denormalize(x, preprocessing), preprocessing)
-
-
-def explanation_scores(model, x: torch.Tensor, maps01: torch.Tensor, targets, *, crop_index=None,
-                       mask_space: str = "normalized", batch_size: int = 256, progress=False,
-                       preprocessing: Preprocessing = TORCHVISION) -> torch.Tensor:
-    """O = score of the explanation image of each map (M,), with the target class of the map's crop.
-    `preprocessing` (the model's, from model.source) matters only for mask_space 'pixel'."""
-    check_mask_space(mask_space)
-    ci = _as_index(crop_index, len(maps01), len(x), x.device)
-    t = torch.as_tensor(targets, device=x.device).long()
-    maps01 = maps01.to(x.device)
-
-    def make(i):
-        c = ci[i]
-        return explanation_images(x[c], maps01[i], mask_space, preprocessing), t[c]
-
-    return _score_batches(model, len(maps01), make, batch_size, x.device, progress, "explanation")
 
 
 def curve_counts(curve_points: int, n_pixels: int) -> np.ndarray:
@@ -292,7 +174,7 @@ def deletion_insertion(model, x: torch.Tensor, maps01: torch.Tensor, targets, *,
     H, W = x.shape[-2:]
     if tuple(maps01.shape[-2:]) != (H, W):
         raise LayersweepError(f"maps of size {tuple(maps01.shape[-2:])} do not match the crops' size {(H, W)}; normalise them first.")
-    ci = _as_index(crop_index, M, len(x), dev)
+    ci = as_crop_index(crop_index, M, len(x), dev)
     t = torch.as_tensor(targets, device=dev).long()
     counts = curve_counts(curve_points, H * W)
     P = len(counts)
@@ -320,7 +202,7 @@ def deletion_insertion(model, x: torch.Tensor, maps01: torch.Tensor, targets, *,
         return torch.where(top, at_top, rest), t[c]
 
     n_items = M * 2 * n_inner
-    s = _score_batches(model, n_items, make, batch_size, dev, progress, "deletion/insertion")
+    s = score_batches(model, n_items, make, batch_size, dev, progress, "deletion/insertion")
     s = s.view(M, 2, n_inner)
     Y, Yb, Yz = base["original"][ci], base["blurred"][ci], base["deleted"][ci]
     deletion = torch.cat([Y[:, None], s[:, 0], Yz[:, None]], dim=1)
@@ -333,3 +215,148 @@ def deletion_insertion(model, x: torch.Tensor, maps01: torch.Tensor, targets, *,
         "deletion_auc": torch.trapezoid(deletion.double(), k, dim=1),
         "insertion_auc": torch.trapezoid(insertion.double(), k, dim=1),
     }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the registered metric
+# ----------------------------------------------------------------------------------------------------------
+def _score(ctx) -> dict:
+    return _score_plain(ctx) if ctx.r is None else _score_rescaled(ctx)
+
+
+def _score_plain(ctx) -> dict:
+    """AD term, IC indicator, deletion / insertion curves and AUCs of every map; the crops' scores from the
+    crop_scores forwards (shared with the curves' ends)."""
+    opts = ctx.options
+    insertion_start = check_insertion_start(opts["insertion_start"])
+    P = len(curve_counts(opts["curve_points"], 1))
+    n, L = ctx.n, len(ctx.layers)
+    per_map = 1 + 2 * (P - 2)  # forwards per non-constant map: explanation image + interior curve points
+    per_crop = 2 if insertion_start == "blur" else 1  # Y, and the blurred start (a zero start is deletion's end)
+    ctx.add_work(per_crop * n + 1 + n * L * per_map)
+    progress = ctx.progress or False
+    base = crop_scores(ctx.model, ctx.x, ctx.targets, blur_kernel=opts["blur_kernel"], blur_sigma=opts["blur_sigma"],
+                       batch_size=ctx.batch_size, insertion_start=insertion_start, progress=progress)
+    ctx.set_scores(base["original"])
+    dev = ctx.device
+    O = torch.full((L * n,), float("nan"), device=dev)
+    dauc = torch.full((L * n,), float("nan"), dtype=torch.float64, device=dev)
+    iauc = torch.full_like(dauc, float("nan"))
+    dcurve = torch.full((L * n, P), float("nan"), device=dev)
+    icurve = torch.full_like(dcurve, float("nan"))
+    for maps01, ci, rows in ctx.groups(rescale=False, forwards_per_map=per_map):
+        O[rows] = explanation_scores(ctx.model, ctx.x, maps01, ctx.targets, crop_index=ci, mask_space=ctx.mask_space,
+                                     batch_size=ctx.batch_size, progress=progress, preprocessing=ctx.preprocessing)
+        di = deletion_insertion(ctx.model, ctx.x, maps01, ctx.targets, crop_index=ci, curve_points=P,
+                                batch_size=ctx.batch_size, base=base, progress=progress)
+        dauc[rows], iauc[rows] = di["deletion_auc"], di["insertion_auc"]
+        dcurve[rows], icurve[rows] = di["deletion_curve"], di["insertion_curve"]
+        del maps01, di
+    Yt = base["original"].repeat(L)
+    return {
+        "explanation_score": O.cpu().numpy().astype(float),
+        "ad": average_drop_terms(Yt, O),
+        "ic": increase_in_confidence_terms(Yt, O),
+        "deletion_auc": dauc,
+        "insertion_auc": iauc,
+        "deletion_curve": dcurve.double().cpu().numpy().tolist(),
+        "insertion_curve": icurve.double().cpu().numpy().tolist(),
+    }
+
+
+def _score_rescaled(ctx) -> dict:
+    """AD term and IC indicator of every map rescaled to sum r*H*W (deletion and insertion are not recomputed:
+    rescaling keeps the pixel order), with the exponent p of S**p and whether it was clamped."""
+    n, L = ctx.n, len(ctx.layers)
+    ctx.add_work(n * L)
+    Y = ctx.Y
+    dev = ctx.device
+    O = torch.full((L * n,), float("nan"), device=dev)
+    p = torch.full((L * n,), float("nan"), dtype=torch.float64, device=dev)
+    clamped = torch.zeros(L * n, dtype=torch.bool, device=dev)
+    for maps01, ci, rows in ctx.groups(rescale=False, forwards_per_map=1):
+        scaled, p[rows], clamped[rows] = rescale_maps(maps01, ctx.r, ctx.rtol)
+        O[rows] = explanation_scores(ctx.model, ctx.x, scaled, ctx.targets, crop_index=ci, mask_space=ctx.mask_space,
+                                     batch_size=ctx.batch_size, progress=ctx.progress or False,
+                                     preprocessing=ctx.preprocessing)
+        del maps01, scaled
+    Yt = Y.repeat(L)
+    return {
+        "explanation_score": O.cpu().numpy().astype(float),
+        "ad": average_drop_terms(Yt, O),
+        "ic": increase_in_confidence_terms(Yt, O),
+        "exponent": p.cpu().numpy(),
+        "clamped": clamped.cpu().numpy(),
+    }
+
+
+def _odd_kernel(k) -> bool:
+    return isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= 101 and k % 2 == 1
+
+
+def _cost(opts, n_layers) -> dict:
+    """1 forward per map (O) + 2 (curve_points - 2) (the curves' interior points), and per crop its score and
+    the blurred start (one for a zero start): spread over the crop's maps."""
+    per_crop = 2 if opts["insertion_start"] == "blur" else 1
+    return {"forwards_per_map": 1 + 2 * (opts["curve_points"] - 2) + per_crop / max(n_layers, 1),
+            "attribution_passes_per_crop": 0}
+
+
+register(
+    CORE,
+    columns={"ad": "lower", "ic": "higher", "deletion_auc": "lower", "insertion_auc": "higher"},
+    needs=("forwards",),
+    rescaled=("ad", "ic"),
+    score=_score,
+    options={"curve_points": int_option(30, 2, 1001),
+             "blur_kernel": Option(11, _odd_kernel, "an odd integer in 1..101"),
+             "blur_sigma": float_option(5.0, 0.0, float("inf"), open_low=True),
+             "insertion_start": choice_option("blur", INSERTION_STARTS)},
+    top_level_options=True,
+    cost=_cost,
+    reference="Chattopadhyay et al., WACV 2018 (AD, IC); Petsiuk et al., BMVC 2018 (deletion, insertion)",
+    definition="AD = mean max(0, Y - O) / Y x 100, IC = mean 1[O > Y] x 100 with O the score of S x; deletion / "
+               "insertion AUC: the score as the top-ranked pixels are removed from x / restored into its blur",
+)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# stage functions with core's options as keyword arguments
+# ----------------------------------------------------------------------------------------------------------
+def score_shard(model, crops_uint8, shard, *, crop_ids=None, mask_space: str = "normalized",
+                curve_points: int = 30, blur_kernel: int = 11, blur_sigma: float = 5.0, batch_size: int = 256,
+                constant_eps: float = 1e-6, device="auto", precision: str = "float32",
+                progress: bool = True, preprocessing: Preprocessing = TORCHVISION,
+                insertion_start: str = "blur"):
+    """AD term, IC indicator and deletion / insertion curves and AUCs of every map of one shard: metric core
+    through `score_metric_shard` (its arguments).
+
+    Returns one row per crop x layer: crop_id, method, layer, target, score (Y), explanation_score (O), ad, ic,
+    deletion_auc, insertion_auc, deletion_curve, insertion_curve (lists of curve_points floats), constant.
+    Constant maps get NaN metrics (and NaN curves). `precision` (float32 | bf16 | float16, `layersweep.precision`)
+    is the arithmetic of the model's forwards; maps, ranks, softmax and AUCs are float32 whatever it is.
+    """
+    from .metric_shard import score_metric_shard
+
+    options = dict(curve_points=curve_points, blur_kernel=blur_kernel, blur_sigma=blur_sigma,
+                   insertion_start=insertion_start)
+    return score_metric_shard(CORE, model, crops_uint8, shard, crop_ids=crop_ids, options=options,
+                              mask_space=mask_space, batch_size=batch_size, constant_eps=constant_eps, device=device,
+                              precision=precision, progress=progress, preprocessing=preprocessing)
+
+
+def score_rescaled_shard(model, crops_uint8, shard, *, r: float, rtol: float = 1e-4, crop_ids=None,
+                         mask_space: str = "normalized", batch_size: int = 256, constant_eps: float = 1e-6,
+                         device="auto", precision: str = "float32", progress: bool = True,
+                         preprocessing: Preprocessing = TORCHVISION):
+    """AD term and IC indicator of every map of one shard after rescaling it to sum r*H*W (`rescale_maps`): metric
+    core's rescaled scoring through `score_metric_shard`.
+
+    Returns one row per crop x layer: crop_id, method, layer, target, r, score, explanation_score, ad, ic,
+    exponent (p of S**p), clamped (target sum unreachable, p clamped), constant (metrics NaN).
+    """
+    from .metric_shard import score_metric_shard
+
+    return score_metric_shard(CORE, model, crops_uint8, shard, r=r, rtol=rtol, crop_ids=crop_ids,
+                              mask_space=mask_space, batch_size=batch_size, constant_eps=constant_eps, device=device,
+                              precision=precision, progress=progress, preprocessing=preprocessing)

@@ -21,12 +21,15 @@ same on the three channels, a_k = sum_{h, w} S[h, w] (sum_c I_k[c, h, w]).
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
 
 from ..errors import LayersweepError
-from .scoring import _as_index, _bar
+from ..precision import PrecisionModel
+from .batching import as_crop_index, progress_bar
+from .registry import bool_option, choice_option, float_option, int_option, register
 
 OUTPUTS = ("logit", "prob")
 
@@ -99,7 +102,7 @@ def infidelity_forward_diffs(model, x: torch.Tensor, targets, perturbations: Cal
 
     total = n * (K + 1)
     out = torch.empty(total, dtype=torch.float64, device=dev)
-    bar, own = _bar(progress, total, "infidelity")
+    bar, own = progress_bar(progress, total, "infidelity")
     try:
         with torch.no_grad():
             for start in range(0, total, batch_size):
@@ -121,7 +124,7 @@ def infidelity_from_diffs(maps01: torch.Tensor, diffs: torch.Tensor, perturbatio
     perturbations serves all of its maps."""
     dev = diffs.device
     M = len(maps01)
-    ci = _as_index(crop_index, M, len(diffs), dev)
+    ci = as_crop_index(crop_index, M, len(diffs), dev)
     K = diffs.shape[1]
     a = torch.empty((M, K), dtype=torch.float64, device=dev)
     flat = maps01.reshape(M, -1).to(dev, torch.float64)
@@ -158,3 +161,49 @@ def infidelity_scores(model, x: torch.Tensor, maps01: torch.Tensor, targets, *, 
                                          progress=progress)
     inf = infidelity_from_diffs(maps01, diffs, perturbations, crop_index=crop_index, normalize=normalize)
     return {"infidelity": inf, "diffs": diffs}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the registered metric
+# Gaussian perturbations of the model input drawn from each crop's generator. The K + 1 forwards of a crop serve
+# the maps of every layer; only a dot product is computed per map. Depends on the map's values (normalize removes
+# only a positive factor, not the rescaling's power S**p): also scored on the rescaled maps.
+# ----------------------------------------------------------------------------------------------------------
+def _score(ctx) -> dict:
+    opts = ctx.options
+    K, std, normalize, output = check_infidelity_options(opts["n_perturb_samples"], opts["std"], opts["normalize"],
+                                                         opts["output"])
+
+    def perturbations(i):  # a fresh generator each call: the forwards and the dot products see the same draws
+        return gaussian_perturbations(ctx.x[i], K, std, ctx.crop_generator(i, "perturbation"))
+
+    if isinstance(ctx.model, PrecisionModel):
+        warnings.warn(f"infidelity under metrics.precision {ctx.model.dtype}: f(x) - f(x - I) at std {std:g} is of "
+                      f"the order of that precision's rounding of the logits; use metrics.precision float32.",
+                      stacklevel=2)
+    ctx.add_work(ctx.n * (K + 1))  # the shared bar counts forwards: K + 1 per crop, whatever the number of layers
+    diffs = infidelity_forward_diffs(ctx.model, ctx.x, ctx.targets, perturbations, output=output,
+                                     batch_size=ctx.batch_size, progress=ctx.progress)
+    col = torch.full((len(ctx.layers) * ctx.n,), float("nan"), dtype=torch.float64, device=ctx.device)
+    for maps01, ci, rows in ctx.groups():
+        col[rows] = infidelity_from_diffs(maps01, diffs, perturbations, crop_index=ci, normalize=normalize)
+    return {"infidelity": col}
+
+
+register(
+    "infidelity",
+    columns={"infidelity": "lower"},
+    needs=("forwards",),
+    rescaled=True,
+    score=_score,
+    options={"n_perturb_samples": int_option(10, 1, 10000),
+             "std": float_option(0.003, 0.0, 10.0, open_low=True),
+             "normalize": bool_option(True),
+             "output": choice_option("logit", OUTPUTS)},
+    cost=lambda opts, n_layers: {"forwards_per_map": (opts["n_perturb_samples"] + 1) / max(n_layers, 1),
+                                 "attribution_passes_per_crop": 0},
+    reference="Yeh, Hsieh, Suggala, Inouye & Ravikumar, NeurIPS 2019; captum.metrics.infidelity",
+    definition="mean over K perturbations I ~ N(0, std^2) of the model input of (beta sum(S I) - (f(x) - "
+               "f(x - I)))^2, S on every colour channel, f = the target's logit (output) and beta the "
+               "least-squares scale (normalize; 1 without)",
+)

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from ..errors import LayersweepError
-from .scoring import _as_index
+from .batching import as_crop_index
+from .registry import register
 
 
 def box_masks(boxes, size, *, sample_ids=None, device="cpu") -> torch.Tensor:
@@ -69,7 +70,7 @@ def energy_pointing_game(maps01: torch.Tensor, masks: torch.Tensor, crop_index=N
     if tuple(masks.shape[-2:]) != tuple(maps01.shape[-2:]):
         raise LayersweepError(f"box masks of size {tuple(masks.shape[-2:])} do not match the maps' size "
                               f"{tuple(maps01.shape[-2:])}.")
-    ci = _as_index(crop_index, len(maps01), len(masks), dev)
+    ci = as_crop_index(crop_index, len(maps01), len(masks), dev)
     masks = masks.to(dev)
     inside = torch.sum(maps01 * masks[ci], dim=(1, 2), dtype=torch.float64)
     total = torch.sum(maps01, dim=(1, 2), dtype=torch.float64)
@@ -77,3 +78,35 @@ def energy_pointing_game(maps01: torch.Tensor, masks: torch.Tensor, crop_index=N
                         torch.full_like(total, float("nan")))
     chance = masks.sum(dim=(1, 2), dtype=torch.float64)[ci] / (masks.shape[-1] * masks.shape[-2])
     return {"pointing_game": share * 100, "pointing_chance": chance * 100}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the registered metric
+# Image mode only (needs the boxes). The chance level is a reference column (direction "none"). No forward of
+# its own (the stage's score Y: one per crop). Rescaled too: the share is
+# invariant to a positive factor but not to the power S**p of the rescaling, which moves it between the chance
+# level of the map's support (p -> 0: every non-zero pixel alike) and the classic pointing game, 100 or 0 as the
+# map's maximum falls inside a box or not (p -> inf).
+# ----------------------------------------------------------------------------------------------------------
+def _score(ctx) -> dict:
+    masks = box_masks(ctx.boxes, tuple(ctx.x.shape[-2:]), sample_ids=ctx.crop_ids, device=ctx.device)
+    share = torch.full((len(ctx.layers) * ctx.n,), float("nan"), dtype=torch.float64, device=ctx.device)
+    chance = torch.full_like(share, float("nan"))
+    for maps01, ci, rows in ctx.groups():
+        res = energy_pointing_game(maps01, masks, ci)
+        share[rows], chance[rows] = res["pointing_game"], res["pointing_chance"]
+    return {"pointing_game": share, "pointing_chance": chance}
+
+
+register(
+    "pointing_game",
+    columns={"pointing_game": "higher", "pointing_chance": "none"},
+    needs=("boxes",),
+    rescaled=True,
+    score=_score,
+    cost=lambda opts, n_layers: {"forwards_per_map": 0, "attribution_passes_per_crop": 0},
+    reference="Wang et al., CVPR-W 2020 (Score-CAM); Jung & Oh, ICCV 2021 (LIFT-CAM), eq. 14",
+    definition="energy-based pointing game: share (%) of the upsampled, min-max normalised map's mass inside "
+               "the union of the target class's boxes (a pixel is inside when its centre is); pointing_chance = "
+               "the union's share of the image (a uniform map's score)",
+)

@@ -1,14 +1,26 @@
-"""The metric registry: the report's four metrics, and one small file per added metric in `extra/`.
-
-The report's AD, IC, deletion and insertion AUC come from one shared scoring (rule `metrics`, `score_shard`) and
-are always computed: figures 5-7 need them. Every other metric is a file in `extra/` that registers itself:
+"""The metric registry: one file per metric in layersweep/metrics/, each registering itself at import.
 
     register("road", columns={"road_morf": "lower", ...}, needs=("forwards",), rescaled=False,
              options={"percentiles": list_option(...)}, cost=..., reference="...", definition="...", score=_score)
 
-`score(ctx)` gets a `MetricContext` (layersweep.metrics.metric_shard) and returns {column: float array (L*n,)}
-in layer-major order; rows of constant maps are set to NaN by the caller. A metric listed in `metrics.compute`
-gets its own shards, rule and summary, so adding one reruns nothing else.
+A metric is one job per (method, shard) (rule `metric`; `metric_rescaled` per `rescale.r` when it has rescaled
+columns), one per-image table, one summary per scoring (rule `summary_metric`), and panels in a figure. Fields:
+- columns: {column: "higher" | "lower" | "none"}: the values it reports per map and which way is better ("none":
+  a reference value stored beside them, e.g. a chance level); these are summarised with bootstrap CIs;
+- needs: what it uses besides the maps: "forwards" (the model), "attribution" (the method again, on new
+  inputs), "boxes" (object boxes: data.samples images);
+- rescaled: the columns also scored on the maps rescaled to sum r*H*W (True = all, False = none): those that
+  depend on the map's values, not only on their order;
+- score(ctx): the computation; gets a `MetricContext` (layersweep.metrics.metric_shard) and returns
+  {column: array (L*n,)} in layer-major order (every column it declares, or its rescaled ones on rescaled maps;
+  rows of constant maps are set to NaN by the stage), plus any per-map detail column it keeps beside them;
+- options: {name: Option} with defaults and checks, set in `metrics.options.<metric>.<name>`, or, for a metric
+  registered with `top_level_options=True` (core), in `metrics.<name>`;
+- cost(options, n_layers) -> {"forwards_per_map": float, "attribution_passes_per_crop": float}: the cost table's
+  and the rules' runtime estimate;
+- reference, definition: where it comes from and what it computes, in a sentence (docs/metrics.md has more).
+
+`core` (AD, IC, deletion and insertion AUC, layersweep/metrics/core.py) is always computed: figures 5-7 need it.
 """
 from __future__ import annotations
 
@@ -18,8 +30,7 @@ from typing import Callable
 from ..attribution.registry import Option, choice_option, int_option
 from ..errors import LayersweepError
 
-# the report's metrics (rule `metrics`); their direction of "better"
-CORE = {"ad": "lower", "ic": "higher", "deletion_auc": "lower", "insertion_auc": "higher"}
+CORE = "core"  # the report's four metrics, computed together (layersweep/metrics/core.py); always computed
 NEEDS = ("forwards", "attribution", "boxes")
 DIRECTIONS = ("higher", "lower", "none")  # "none": a reference value stored beside a metric (e.g. a chance level)
 
@@ -29,7 +40,7 @@ class Metric:
     name: str
     columns: dict           # column -> "higher" | "lower" | "none" (which way is better)
     needs: tuple            # subset of NEEDS
-    rescaled: bool          # depends on map values: also scored on the rescaled maps (report section 8)
+    rescaled: tuple         # the columns also scored on the rescaled maps (report section 8); () = none
     score: Callable         # score(ctx) -> {column: array (L*n,)}
     reference: str
     definition: str
@@ -38,6 +49,11 @@ class Metric:
     options: dict = field(default_factory=dict)        # name -> default
     option_checks: dict = field(default_factory=dict)  # name -> fn(value) -> bool
     option_rules: dict = field(default_factory=dict)   # name -> the check in words
+    top_level_options: bool = False                    # options set as metrics.<name>, not metrics.options.<m>.<name>
+
+    def option_key(self, option: str) -> str:
+        """The config key of one of its options."""
+        return f"metrics.{option}" if self.top_level_options else f"metrics.options.{self.name}.{option}"
 
 
 _REGISTRY: dict[str, Metric] = {}
@@ -62,14 +78,15 @@ def bool_option(default: bool) -> Option:
     return Option(default, lambda v: isinstance(v, bool), "true or false")
 
 
-__all__ = ["CORE", "Metric", "added_columns", "available_metrics", "column_info", "bool_option", "check_compute", "choice_option", "float_option",
-           "get_metric", "int_option", "list_option", "metric_options", "register"]
+__all__ = ["CORE", "Metric", "all_columns", "available_metrics", "bool_option", "check_compute", "choice_option",
+           "column_info", "configured_options", "float_option", "get_metric", "int_option", "list_option",
+           "metric_options", "register"]
 
 
-def register(name: str, *, columns: dict, needs=(), rescaled: bool, score: Callable, reference: str,
-             definition: str, cost: Callable | None = None, options: dict | None = None) -> Metric:
-    if name in CORE or any(c in CORE for c in columns):
-        raise ValueError(f"metric {name!r} reuses a name of the report's metrics {sorted(CORE)}")
+def register(name: str, *, columns: dict, needs=(), rescaled, score: Callable, reference: str,
+             definition: str, cost: Callable | None = None, options: dict | None = None,
+             top_level_options: bool = False) -> Metric:
+    """Register a metric (module docstring). `rescaled`: True (every column), False (none) or the columns."""
     if not set(needs) <= set(NEEDS):
         raise ValueError(f"needs {tuple(needs)} of metric {name!r} are not all in {NEEDS}")
     bad = {c: d for c, d in columns.items() if d not in DIRECTIONS}
@@ -78,46 +95,71 @@ def register(name: str, *, columns: dict, needs=(), rescaled: bool, score: Calla
     if name in _REGISTRY and _REGISTRY[name].score is not score:
         raise ValueError(f"metric {name!r} is registered twice")
     taken = {c: m.name for m in _REGISTRY.values() if m.name != name for c in m.columns}
-    clash = [c for c in columns if c in taken]
+    taken.update({m: m for m in _REGISTRY if m != name})  # names and columns: one namespace
+    if name != CORE and (name in taken or any(c in taken for c in columns)) and CORE in _REGISTRY:
+        core = _REGISTRY[CORE]
+        if name == CORE or name in core.columns or any(c in core.columns or c == CORE for c in columns):
+            raise ValueError(f"metric {name!r} reuses a name of the report's metrics ({CORE}: "
+                             f"{', '.join(core.columns)})")
+    if name in taken:
+        raise ValueError(f"metric {name!r}: the name is already a column of metric {taken[name]!r}")
+    clash = [c for c in columns if c in taken and c != name]
     if clash:
         raise ValueError(f"metric {name!r}: column {clash[0]!r} is already a column of metric {taken[clash[0]]!r}")
+    rescaled_cols = tuple(columns) if rescaled is True else () if rescaled is False else tuple(rescaled)
+    unknown = [c for c in rescaled_cols if c not in columns]
+    if unknown:
+        raise ValueError(f"metric {name!r}: rescaled column {unknown[0]!r} is not one of its columns")
     opts = dict(options or {})
-    metric = Metric(name, dict(columns), tuple(needs), bool(rescaled), score, reference, definition, cost,
+    metric = Metric(name, dict(columns), tuple(needs), rescaled_cols, score, reference, definition, cost,
                     options={k: o.default for k, o in opts.items()},
                     option_checks={k: o.check for k, o in opts.items()},
-                    option_rules={k: o.rule for k, o in opts.items()})
+                    option_rules={k: o.rule for k, o in opts.items()},
+                    top_level_options=bool(top_level_options))
     _REGISTRY[name] = metric
     return metric
 
 
 def _load() -> None:
-    from . import extra  # noqa: F401  (importing the package registers every metric file)
+    """Import every metric file of this package (each registers itself)."""
+    import importlib
+    import pkgutil
+
+    from .. import metrics
+
+    for info in pkgutil.iter_modules(metrics.__path__):
+        if not info.name.startswith("_") and info.name not in _NOT_METRICS:
+            importlib.import_module(f"{metrics.__name__}.{info.name}")
+
+
+# the package's modules that are not a metric's file
+_NOT_METRICS = {"batching", "metric_shard", "registry", "rescale", "summary"}
 
 
 def available_metrics() -> list[str]:
-    """The report's four metrics, then every registered added metric, sorted."""
+    """core, then every other registered metric, sorted."""
     _load()
-    return list(CORE) + sorted(_REGISTRY)
+    return [CORE] + sorted(m for m in _REGISTRY if m != CORE)
 
 
 def get_metric(name: str) -> Metric:
     _load()
     if name not in _REGISTRY:
-        raise LayersweepError(f"unknown metric {name!r} in config key 'metrics.compute'; known metrics are "
+        owner = [m.name for m in _REGISTRY.values() if name in m.columns]
+        hint = f" ('{name}' is a column of metric '{owner[0]}': list '{owner[0]}')" if owner else ""
+        raise LayersweepError(f"unknown metric {name!r} in config key 'metrics.compute'{hint}; known metrics are "
                               f"{', '.join(available_metrics())}.")
     return _REGISTRY[name]
 
 
-def added_columns() -> list[str]:
-    """Every column of every added metric."""
+def all_columns() -> list[str]:
+    """Every column of every registered metric (core's first)."""
     _load()
-    return [c for m in _REGISTRY.values() for c in m.columns]
+    return [c for name in available_metrics() for c in _REGISTRY[name].columns]
 
 
 def column_info(column: str) -> tuple[str, str]:
-    """(metric name, better direction) of a summary column: one of the report's four or an added metric's."""
-    if column in CORE:
-        return column, CORE[column]
+    """(metric name, better direction) of a summary column."""
     _load()
     for m in _REGISTRY.values():
         if column in m.columns:
@@ -126,7 +168,7 @@ def column_info(column: str) -> tuple[str, str]:
 
 
 def metric_options(name: str, given: dict | None = None) -> dict:
-    """The metric's options: its defaults updated by `given` (config `metrics.options.<name>`), checked.
+    """The metric's options: its defaults updated by `given`, checked (errors name the option's config key).
 
     The key `methods` is the rules' business (which methods' maps to score), not the metric's, and is dropped.
     """
@@ -137,37 +179,47 @@ def metric_options(name: str, given: dict | None = None) -> dict:
             continue
         if key not in m.options:
             known = ", ".join(sorted(m.options)) or "none"
-            raise LayersweepError(f"'metrics.options.{name}.{key}' is not an option of metric {name!r} (its options: {known}).")
+            raise LayersweepError(f"'{m.option_key(key)}' is not an option of metric {name!r} (its options: {known}).")
         if not m.option_checks[key](value):
-            raise LayersweepError(f"'metrics.options.{name}.{key}' is {value!r}; it must be {m.option_rules[key]}.")
+            raise LayersweepError(f"'{m.option_key(key)}' is {value!r}; it must be {m.option_rules[key]}.")
         out[key] = value
     return out
 
 
+def configured_options(name: str, metrics_config: dict) -> dict:
+    """The options of metric `name` as config key `metrics` sets them (checked): metrics.options.<name>, or, for
+    a metric with top-level options (core), the keys metrics.<option>."""
+    m = get_metric(name)
+    if m.top_level_options:
+        return metric_options(name, {k: metrics_config[k] for k in m.options if k in metrics_config})
+    return metric_options(name, dict(metrics_config.get("options") or {}).get(name))
+
+
 def check_compute(compute, options: dict | None, samples: str, methods=()) -> list[str]:
-    """The added metrics of config `metrics.compute` (the report's four are always computed), checked:
-    unknown names, options of metrics that do not exist, `methods` lists naming a method not in `methods`
-    (attribution.methods), and metrics that need boxes in crop mode."""
+    """The metrics to compute: core (always), then those of config `metrics.compute`, checked: unknown names,
+    options of metrics that do not exist, `methods` lists naming a method not in `methods` (attribution.methods),
+    and metrics that need boxes in crop mode."""
     _load()
-    names = list(dict.fromkeys(compute))
+    names = list(dict.fromkeys([CORE, *compute]))
     for name in names:
-        if name not in CORE:
-            get_metric(name)
-    for name in dict(options or {}):
-        if name not in _REGISTRY:
-            raise LayersweepError(f"config key 'metrics.options.{name}' names no added metric; known ones are "
-                                  f"{', '.join(sorted(_REGISTRY))}.")
-        metric_options(name, options[name])
-    added = [n for n in names if n not in CORE]
+        get_metric(name)
     for name, given in dict(options or {}).items():
+        if name not in _REGISTRY:
+            raise LayersweepError(f"config key 'metrics.options.{name}' names no metric; known ones are "
+                                  f"{', '.join(available_metrics())}.")
+        if _REGISTRY[name].top_level_options:
+            keys = ", ".join(f"metrics.{k}" for k in _REGISTRY[name].options)
+            raise LayersweepError(f"config key 'metrics.options.{name}': the options of metric {name!r} are the keys "
+                                  f"{keys}, and it scores every method.")
+        metric_options(name, given)
         chosen = dict(given or {}).get("methods", "all")
         if chosen != "all":
             unknown = [m for m in chosen if m not in methods]
             if unknown:
                 raise LayersweepError(f"config key 'metrics.options.{name}.methods' names '{unknown[0]}', which is not "
                                       f"in 'attribution.methods' ({', '.join(methods)}).")
-    for name in added:
+    for name in names:
         if "boxes" in _REGISTRY[name].needs and samples != "images":
             raise LayersweepError(f"metric {name!r} in 'metrics.compute' needs object boxes inside the image; "
                                   f"set 'data.samples: images' (crops are the boxes themselves).")
-    return added
+    return names

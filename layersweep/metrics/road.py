@@ -41,7 +41,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import LayersweepError
-from .scoring import _as_index, _score_batches, image_scores
+from .batching import as_crop_index, image_scores, score_batches
+from .registry import choice_option, float_option, list_option, register
 
 # pytorch-grad-cam's `neighbors_weights`: ((d_row, d_col), weight), in its order (the order of the border sums)
 NEIGHBOURS = (((1, 1), 1 / 12), ((0, 1), 1 / 6), ((-1, 1), 1 / 12), ((1, -1), 1 / 12),
@@ -328,7 +329,7 @@ def road_scores(model, x: torch.Tensor, maps01: torch.Tensor, targets, *, crop_i
     if tuple(maps01.shape[-2:]) != (H, W):
         raise LayersweepError(f"maps of size {tuple(maps01.shape[-2:])} do not match the inputs' size {(H, W)}; "
                               f"normalise them first.")
-    ci = _as_index(crop_index, M, len(x), dev)
+    ci = as_crop_index(crop_index, M, len(x), dev)
     t = torch.as_tensor(targets, device=dev).long()
     if isinstance(generators, torch.Generator):
         generators = [generators] * M
@@ -349,9 +350,54 @@ def road_scores(model, x: torch.Tensor, maps01: torch.Tensor, targets, *, crop_i
         keep = _keep(maps01[m], side, thr[i])
         return noisy_linear_impute(x[c], keep, noise=noise, generators=gens, solver=solver, tol=tol), t[c]
 
-    s = _score_batches(model, M * 2 * P, make, batch_size, dev, progress, "ROAD").double().view(M, 2, P)
+    s = score_batches(model, M * 2 * P, make, batch_size, dev, progress, "ROAD").double().view(M, 2, P)
     base = Y.to(dev).double()[ci][:, None]
     lerf, morf = s[:, LERF] - base, s[:, MORF] - base
     road_lerf, road_morf = lerf.mean(dim=1), morf.mean(dim=1)
     return {"road_morf": road_morf, "road_lerf": road_lerf, "road_combined": (road_lerf - road_morf) / 2,
             "morf_scores": s[:, MORF], "lerf_scores": s[:, LERF]}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the registered metric
+# Percentiles 20/40/60/80 by default (liuktc/ML4CV_XAI's setting). 2P imputed images per map (P percentiles,
+# MoRF and LeRF), each one linear solve and one forward. Rank-based (the masks depend on the order of the map's
+# values only): no rescaled variant.
+# ----------------------------------------------------------------------------------------------------------
+COLUMNS = ("road_morf", "road_lerf", "road_combined")
+
+
+def _score(ctx) -> dict:
+    percentiles, noise, solver = check_road_options(ctx.options["percentiles"], ctx.options["noise"],
+                                                    ctx.options["solver"])
+    n, L = ctx.n, len(ctx.layers)
+    cols = {c: torch.full((L * n,), float("nan"), dtype=torch.float64, device=ctx.device) for c in COLUMNS}
+    for maps01, ci, rows in ctx.groups():
+        ctx.add_work(2 * len(percentiles) * len(maps01))  # the shared bar counts forwards: 2P imputed images per map
+        gens = None
+        if noise > 0:  # one generator per (crop, layer): a map's noise depends on nothing else
+            layers = [ctx.layers[r // n] for r in rows.tolist()]
+            gens = [ctx.crop_generator(c, f"layer {layer}") for c, layer in zip(ci.tolist(), layers)]
+        res = road_scores(ctx.model, ctx.x, maps01, ctx.targets, crop_index=ci, Y=ctx.Y, percentiles=percentiles,
+                          noise=noise, generators=gens, solver=solver, batch_size=ctx.batch_size,
+                          progress=ctx.progress)
+        for c in COLUMNS:
+            cols[c][rows] = res[c]
+    return cols
+
+
+register(
+    "road",
+    columns={"road_morf": "lower", "road_lerf": "higher", "road_combined": "higher"},
+    needs=("forwards",),
+    rescaled=False,
+    score=_score,
+    options={"percentiles": list_option([20, 40, 60, 80], 1, 99),
+             "noise": float_option(0.01, 0.0, 1.0),
+             "solver": choice_option("auto", SOLVERS)},
+    cost=lambda opts, n_layers: {"forwards_per_map": 2 * len(opts["percentiles"]), "attribution_passes_per_crop": 0},
+    reference="Rong, Leemann, Borisov, Kasneci & Kasneci, ICML 2022; pytorch-grad-cam 1.5.7 ROADCombined",
+    definition="softmax score of x with the pixels at or above the map's p-th percentile (MoRF) or at or below "
+               "its (100 - p)-th (LeRF) replaced by noisy linear imputation from their 8 neighbours (+ N(0, "
+               "noise^2)), minus the score of x, averaged over p in percentiles; road_combined = (LeRF - MoRF) / 2",
+)

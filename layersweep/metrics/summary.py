@@ -1,8 +1,8 @@
 """Aggregation of per-image metrics: means with seeded percentile-bootstrap CIs, and paired method differences.
 
-`per_image` is the concatenation of `score_shard` rows (plain maps) and `score_rescaled_shard` rows
-(column `r`); a row is rescaled when its `r` is present and not NaN. Each row is one crop, so resampling
-rows of one (method, layer, r) group is resampling crops.
+`per_image` is the concatenation of `score_metric_shard` rows of one metric, plain maps or rescaled ones (column
+`r`); a row is rescaled when its `r` is present and not NaN. Each row is one crop, so resampling rows of one
+(method, layer, r) group is resampling crops.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pandas as pd
 
 from ..errors import LayersweepError
 
-PLAIN_METRICS = ("ad", "ic", "deletion_auc", "insertion_auc")
-RESCALED_METRICS = ("ad", "ic")
+PLAIN_METRICS = ("ad", "ic", "deletion_auc", "insertion_auc")  # metric core's columns (the default)
+RESCALED_METRICS = ("ad", "ic")                                # its rescaled ones
 
 
 def _check(n_boot, ci):
@@ -38,7 +38,7 @@ def _with_r(per_image: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _rng(seed: int, *keys) -> np.random.Generator:
+def group_rng(seed: int, *keys) -> np.random.Generator:
     """A generator per group, seeded from the group's own key: a group's CI does not depend on which other
     groups (methods, layers, r values) the table happens to hold."""
     words = [int(seed)]
@@ -70,20 +70,24 @@ def bootstrap_mean_ci(values: np.ndarray, *, n_boot: int, ci: float, rng: np.ran
 
 
 def summarize(per_image: pd.DataFrame, *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0,
-              metrics=None) -> pd.DataFrame:
+              metrics=None, rescaled_metrics=None) -> pd.DataFrame:
     """Mean and percentile-bootstrap CI of each metric per (method, layer, rescale_r).
 
     Columns: method, layer, metric, rescale_r (NaN for plain maps), mean, ci_low, ci_high, n (maps with a
     value, i.e. non-constant), n_constant, n_clamped (rescaled maps whose exponent was clamped; 0 for plain).
     Metrics: ad, ic, deletion_auc, insertion_auc for plain rows; ad and ic for rescaled ones. AD is the mean of
     the per-image terms (not the report code's per-batch sum). `metrics`: the columns to summarise in plain and
-    rescaled rows alike (an added metric's columns, layersweep.metrics.registry); None = the report's.
+    rescaled rows (a metric's columns, layersweep.metrics.registry); None = core's. `rescaled_metrics`: the
+    columns of rescaled rows when they differ (a metric's `rescaled`); None = `metrics`.
     """
     _check(n_boot, ci)
     df = _with_r(per_image)
     rows = []
     for (method, layer, r), g in df.groupby(["method", "layer", "rescale_r"], dropna=False, sort=True):
-        names = (PLAIN_METRICS if np.isnan(r) else RESCALED_METRICS) if metrics is None else tuple(metrics)
+        if metrics is None:
+            names = PLAIN_METRICS if np.isnan(r) else RESCALED_METRICS
+        else:
+            names = tuple(metrics if np.isnan(r) or rescaled_metrics is None else rescaled_metrics)
         missing = [m for m in names if m not in g.columns]
         if missing:
             raise LayersweepError(f"per-image table has no column '{missing[0]}'.")
@@ -92,7 +96,8 @@ def summarize(per_image: pd.DataFrame, *, n_boot: int = 1000, ci: float = 0.95, 
         # a non-constant map always has every metric; drop a row only if one is missing anyway
         vals = vals[np.isfinite(vals).all(axis=1)]
         n_clamped = int(g["clamped"].eq(True).sum()) if "clamped" in g.columns and not np.isnan(r) else 0
-        mean, lo, hi = bootstrap_mean_ci(vals, n_boot=n_boot, ci=ci, rng=_rng(seed, method, int(layer), float(r)))
+        mean, lo, hi = bootstrap_mean_ci(vals, n_boot=n_boot, ci=ci,
+                                         rng=group_rng(seed, method, int(layer), float(r)))
         for j, m in enumerate(names):
             rows.append({"method": method, "layer": int(layer), "metric": m, "rescale_r": float(r),
                          "mean": mean[j], "ci_low": lo[j], "ci_high": hi[j], "n": len(vals),
@@ -133,7 +138,7 @@ def paired_difference(per_image: pd.DataFrame, *, metric: str, method_a: str = "
     for (layer, r), g in both.groupby(["layer", "_r"], sort=True):
         r = np.nan if r == -1.0 else float(r)
         mean, lo, hi = bootstrap_mean_ci(g["diff"].to_numpy(float), n_boot=n_boot, ci=ci,
-                                         rng=_rng(seed, metric, int(layer), r))
+                                         rng=group_rng(seed, metric, int(layer), r))
         rows.append({"layer": int(layer), "rescale_r": r, "metric": metric, "method_a": method_a,
                      "method_b": method_b, "mean": mean, "ci_low": lo, "ci_high": hi, "n": len(g)})
     cols = ["layer", "rescale_r", "metric", "method_a", "method_b", "mean", "ci_low", "ci_high", "n"]

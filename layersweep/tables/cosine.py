@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import LayersweepError
-from ..metrics.summary import _rng, bootstrap_mean_ci
+from ..metrics.summary import bootstrap_mean_ci, group_rng
 
 COSINE_COLUMNS = ["method", "layer", "crop_id", "target", "cosine"]
 
@@ -37,12 +37,11 @@ def _weights_of(shard_paths, layer: int) -> pd.DataFrame:
     parts = []
     for path in shard_paths:
         shard = read_attribution_shard(path)
-        if layer not in shard["weights"]:
+        if layer not in shard.weights:
             raise LayersweepError(f"attribution shard {path} holds no channel weights of layer {layer} "
                                   "(weights_{layer}); its study needs attribution.store_weights: true and the layer.")
-        w = shard["weights"][layer]
-        parts.append(pd.DataFrame({"crop_id": shard["crop_id"].astype(str), "target": shard["target"],
-                                   "weights": list(w)}))
+        w = shard.weights[layer]
+        parts.append(pd.DataFrame({"crop_id": shard.crop_ids, "target": shard.target, "weights": list(w)}))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["crop_id", "target", "weights"])
 
 
@@ -75,7 +74,7 @@ def cosine_summary(per_image: pd.DataFrame, *, n_boot: int, ci: float, seed: int
         values = g["cosine"].to_numpy(float)
         finite = values[np.isfinite(values)]
         mean, lo, hi = bootstrap_mean_ci(finite, n_boot=n_boot, ci=ci,
-                                         rng=_rng(seed, method, int(layer), float("nan")))
+                                         rng=group_rng(seed, method, int(layer), float("nan")))
         rows.append({"method": method, "layer": int(layer), "metric": "cosine", "rescale_r": np.nan,
                      "mean": mean, "ci_low": lo, "ci_high": hi, "n": len(finite),
                      "n_constant": int(len(values) - len(finite)), "n_clamped": 0})
