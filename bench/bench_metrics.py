@@ -20,9 +20,8 @@ import numpy as np
 import torch
 import torchvision
 
-from layersweep.metrics import normalize_maps, rescale_maps, score_shard
+from layersweep.metrics import blur_images, curve_counts, normalize_maps, rescale_maps, score_shard, target_probs
 from layersweep.metrics.rescale import rescale_maps_adam
-from layersweep.metrics import blur_images, curve_counts, target_probs
 from layersweep.preprocess import to_model_input
 
 

@@ -1,5 +1,5 @@
-# The report's figures 2-7 and the atlas. Each rule reads only what its figure plots, so a plotting option or a new
-# rescale factor redraws only the figures that depend on it.
+# The report's figures 2-7, fig8 (every metric but core) and the atlas. Each rule reads only what its figure
+# plots, so a plotting option or a new rescale factor redraws only the figures that depend on it.
 
 rule fig2:
     input:

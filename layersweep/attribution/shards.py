@@ -15,6 +15,10 @@ Layout of the .npz (keep it readable: every stage reads it through this module):
                                   channel-weighted methods, for the layers that have them
     any other key                 kept as it is in `AttributionShard.extra` (read and written back), so a new
                                   per-shard array can be added without breaking the readers
+
+A new typed field (e.g. a per-shard table of the layers' sites): declare it on `AttributionShard` with a default,
+read its key in `from_arrays` (absent in older files: the default), write it in `to_arrays`, and add the key to
+KNOWN_KEYS so that it is not also kept in `extra`.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from ..io import save_npz
 STORE_DTYPES = ("float32", "float16")
 REQUIRED_KEYS = ("method", "crop_id", "target", "layers")  # + one map_{l} per layer
 PER_CROP_KEYS = ("logit", "prob")                         # optional in a mapping; always written
+KNOWN_KEYS = REQUIRED_KEYS + PER_CROP_KEYS                # + map_{l}, weights_{l}; any other key: `extra`
 _LAYER_KEY = re.compile(r"^(map|weights)_(-?\d+)$")
 
 
@@ -113,7 +118,7 @@ class AttributionShard:
                 if w.ndim != 2 or len(w) != n:
                     raise LayersweepError(f"{name}: key '{key}' has shape {w.shape}, expected ({n}, C).")
                 weights[layer] = w
-        known = set(REQUIRED_KEYS) | set(PER_CROP_KEYS) | {f"map_{l}" for l in maps} | {f"weights_{l}" for l in weights}
+        known = set(KNOWN_KEYS) | {f"map_{l}" for l in maps} | {f"weights_{l}" for l in weights}
         extra = {k: np.asarray(arrays[k]) for k in sorted(keys - known)}
         return cls(method=str(method), crop_id=crop_id, target=target.astype(np.int64), maps=maps,
                    logit=per_crop.get("logit"), prob=per_crop.get("prob"), weights=weights, extra=extra, name=name)
@@ -152,7 +157,7 @@ class AttributionShard:
                 raise LayersweepError(f"shard {self.name}: the weights of layer {layer} have shape {w.shape}, expected "
                                       f"({n}, C) at a layer that has a map.")
             arrays[f"weights_{int(layer)}"] = w
-        taken = set(REQUIRED_KEYS) | set(PER_CROP_KEYS) | set(arrays)
+        taken = set(KNOWN_KEYS) | set(arrays)
         clash = [k for k in self.extra if k in taken or _LAYER_KEY.match(k)]
         if clash:
             raise LayersweepError(f"shard {self.name}: the extra array '{clash[0]}' has the name of a shard key.")

@@ -120,8 +120,14 @@ def register(name: str, *, columns: dict, needs=(), rescaled, score: Callable, r
     return metric
 
 
+_loaded = False
+
+
 def _load() -> None:
-    """Import every metric file of this package (each registers itself)."""
+    """Import every metric file of this package once (each registers itself)."""
+    global _loaded
+    if _loaded:
+        return
     import importlib
     import pkgutil
 
@@ -130,6 +136,7 @@ def _load() -> None:
     for info in pkgutil.iter_modules(metrics.__path__):
         if not info.name.startswith("_") and info.name not in _NOT_METRICS:
             importlib.import_module(f"{metrics.__name__}.{info.name}")
+    _loaded = True
 
 
 # the package's modules that are not a metric's file

@@ -30,15 +30,16 @@ def coefficient_cosine(weights: np.ndarray, reference: np.ndarray) -> np.ndarray
     return out
 
 
-def _weights_of(shard_paths, layer: int) -> pd.DataFrame:
-    """crop_id -> (target, weights row) of one method at one layer, from its shards."""
-    from ..attribution.shards import read_attribution_shard
+def _weights_of(shards, layer: int) -> pd.DataFrame:
+    """crop_id -> (target, weights row) of one method at one layer, from its shards (paths, or AttributionShards
+    already read)."""
+    from ..attribution.shards import as_attribution_shard
 
     parts = []
-    for path in shard_paths:
-        shard = read_attribution_shard(path)
+    for item in shards:
+        shard = as_attribution_shard(item)
         if layer not in shard.weights:
-            raise LayersweepError(f"attribution shard {path} holds no channel weights of layer {layer} "
+            raise LayersweepError(f"{shard.name} holds no channel weights of layer {layer} "
                                   "(weights_{layer}); its study needs attribution.store_weights: true and the layer.")
         w = shard.weights[layer]
         parts.append(pd.DataFrame({"crop_id": shard.crop_ids, "target": shard.target, "weights": list(w)}))
@@ -46,7 +47,8 @@ def _weights_of(shard_paths, layer: int) -> pd.DataFrame:
 
 
 def cosine_per_image(method: str, method_shards, reference_shards, layer: int) -> pd.DataFrame:
-    """One row per sample both sets of shards hold: method, layer, crop_id, target, cosine."""
+    """One row per sample both sets of shards hold: method, layer, crop_id, target, cosine. Shards: paths of
+    attribution shards, or AttributionShards (the reference's, read once for every method)."""
     ours = _weights_of(method_shards, layer)
     ref = _weights_of(reference_shards, layer)
     both = ours.merge(ref, on="crop_id", suffixes=("", "_ref"))
