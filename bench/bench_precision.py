@@ -32,7 +32,7 @@ from layersweep.attribution import attribute_layers
 from layersweep.device import resolve_device
 from layersweep.layers import parse_layers
 from layersweep.metrics import score_shard
-from layersweep.precision import PRECISIONS, precision_model
+from layersweep.precision import PRECISIONS, cpu_bf16_support, precision_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,8 +123,11 @@ def main(argv=None):
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    capability, native_bf16 = cpu_bf16_support()
     print(f"# device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"VGG11 at {args.size} px")
+    # speed figures are only comparable between CPUs of one kind: bf16 is 3-5x slower without native support
+    print(f"# CPU: capability {capability}, native bf16 (AVX-512 BF16 or AMX): {'yes' if native_bf16 else 'no'}")
 
     print("\n## scoring forwards, img/s per batch size")
     best = {}

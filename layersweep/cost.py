@@ -325,7 +325,7 @@ def assumed_seconds(facts: NetworkFacts, device: str) -> Seconds:
 
 def measure_svd_seconds(shapes, *, workers: int = 1, repeats: int = 3, seed: int = 0) -> dict:
     """Seconds per crop of one SVD of each (rows, cols) shape, run as the Eigen methods run it
-    (`methods._cam.first_component_projection`: numpy's reduced SVD of a float32 matrix, one BLAS thread),
+    (`methods._cam.first_component_projection`: numpy's reduced SVD, here of a float32 matrix, one BLAS thread),
     median of `repeats` (one for a shape whose first SVD takes over a second), divided by `workers`: the
     crops of a batch run their SVDs in parallel, min(batch, torch threads) at a time."""
     import numpy as np

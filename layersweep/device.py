@@ -1,7 +1,40 @@
 """Device selection: `device: auto` means CUDA when present, else the CPU."""
+import os
+
 import torch
 
 from .errors import LayersweepError
+
+# "1" or "0": what the DAG assumes about CUDA for `device: auto` (see `cuda_for_jobs`)
+CUDA_ENV = "LAYERSWEEP_CUDA"
+
+
+def cuda_for_jobs(env=None) -> bool:
+    """Whether the pipeline's `device: auto` jobs will find CUDA, decided when the DAG is built.
+
+    $LAYERSWEEP_CUDA, when set to 1 or 0, is the answer: tests fake either kind of machine with it, and on a
+    cluster whose login node has no GPU, `LAYERSWEEP_CUDA=1` makes `auto` jobs ask the scheduler for one.
+    Otherwise this machine decides, with the check `resolve_device('auto')` makes in the job itself
+    (torch is imported by the DAG anyway, for the method registry).
+    """
+    env = os.environ if env is None else env
+    value = env.get(CUDA_ENV, "").strip()
+    if value:
+        if value not in ("0", "1"):
+            raise LayersweepError(f"environment variable {CUDA_ENV} is {value!r}; set it to 1 (CUDA) or 0 (none), or unset it.")
+        return value == "1"
+    return torch.cuda.is_available()
+
+
+def gpu_request(device: str, env=None) -> int:
+    """The `gpu` resource of a rule that runs on config key 'device': 0 for cpu, 1 for cuda and cuda:N, and
+    for auto 1 only where its jobs will find CUDA (`cuda_for_jobs`), so that on a machine without CUDA the
+    default profile's `gpu: 1` limit does not run the CPU jobs one at a time."""
+    if device == "cpu":
+        return 0
+    if device == "auto":
+        return int(cuda_for_jobs(env))
+    return 1
 
 
 def resolve_device(name: str = "auto", *, claim_gpu: bool = False) -> torch.device:

@@ -2,8 +2,10 @@
 
 float32 (default) runs the model exactly as before (no autocast, default memory format), so float32 results
 are bit-identical and library parity stays exact. bf16 and float16 run convolutions and matmuls under
-`torch.autocast` (on CUDA; on the CPU too: bf16 is native with AVX-512 BF16 / AMX, float16 runs but is no
-faster there, see README "On a GPU workstation"). With a reduced precision the model and its inputs also
+`torch.autocast` (on CUDA; on the CPU too: bf16 is native with AVX-512 BF16 / AMX and emulated, 3-5x slower
+than float32, without them; float16 runs but is no faster there; docs/gpu-and-precision.md). A reduced
+precision on a CPU where it is slow warns in one sentence and runs as asked: the setting decides the
+arithmetic, this module never changes it behind the user's back. With a reduced precision the model and its inputs also
 go channels_last where that is faster (measured: CUDA tensor cores and oneDNN's bf16 kernels both want it;
 oneDNN's float16 path is slower with it).
 
@@ -31,12 +33,34 @@ def check_precision(value, key: str = "precision") -> str:
     return value
 
 
+def cpu_bf16_support() -> tuple[str, bool]:
+    """(torch's CPU capability, e.g. 'AVX2' or 'AVX512'; whether this CPU runs bf16 convolutions and matmuls
+    natively). Native means AVX-512 BF16 or AMX, usable by oneDNN: without them oneDNN emulates bf16, and an
+    AVX-512 CPU without the BF16 extension is as slow as an AVX2 one (measured: docs/gpu-and-precision.md)."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported() and (
+        torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return capability, bool(native)
+
+
 def amp_dtype(precision: str, device: torch.device, key: str = "precision") -> torch.dtype | None:
-    """The autocast dtype of `precision` on `device` (None = plain float32)."""
+    """The autocast dtype of `precision` on `device` (None = plain float32).
+
+    On the CPU a reduced precision that is slower than float32 there warns (one sentence) and still runs:
+    float16 always, bf16 where the CPU has no native bf16 (`cpu_bf16_support`)."""
     dtype = _DTYPES[check_precision(precision, key)]
-    if dtype is torch.float16 and torch.device(device).type == "cpu":
+    if dtype is None or torch.device(device).type != "cpu":
+        return dtype
+    capability, native_bf16 = cpu_bf16_support()
+    if dtype is torch.float16:
+        fast = "bf16 is this CPU's fast reduced precision" if native_bf16 else \
+            f"this CPU ({capability}) has no native bf16 either, so float32 is its fastest precision"
         warnings.warn(f"{key}: float16 on the CPU runs under autocast but is no faster than float32 there "
-                      "(it is a GPU precision); bf16 is the CPU's fast precision.", stacklevel=2)
+                      f"(it is a GPU precision); {fast}.", stacklevel=2)
+    elif not native_bf16:
+        warnings.warn(f"{key}: bf16 on this CPU ({capability}, without AVX-512 BF16 or AMX) is emulated and "
+                      f"about 3-5x slower than float32 (3.4x for the scoring stage on an AVX2 CPU), so it runs as "
+                      f"asked but float32 would be faster and exact.", stacklevel=2)
     return dtype
 
 

@@ -6,6 +6,7 @@ from snakemake.utils import validate
 
 from layersweep.config import (canonical, check_config, check_method_layers, compare_pair, figure_methods,
                                method_layers_key, n_shards, r_label, shard_range)
+from layersweep.device import gpu_request
 from layersweep.errors import LayersweepError
 
 try:
@@ -18,7 +19,10 @@ validate(config, "../config.schema.yaml")  # fills the schema's defaults for opt
 DATA, MODEL, ATTR, METRICS = config["data"], config["model"], config["attribution"], config["metrics"]
 SEED = config["seed"]
 SPLITS = ["train", "val", "test"]
-HEAVY_GPU = 0 if config["device"] == "cpu" else 1  # `gpu` resource of the rules that use the device
+try:  # `gpu` resource of the rules that use the device: 0 for cpu, and for auto where CUDA is absent
+    HEAVY_GPU = gpu_request(config["device"])
+except LayersweepError as exc:
+    sys.exit(f"layersweep: {exc}")
 
 
 def methods():

@@ -8,6 +8,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import bench_precision  # noqa: E402
 
+from layersweep.precision import cpu_bf16_support  # noqa: E402
+
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
@@ -18,6 +20,8 @@ def test_bench_precision_prints_rates_attribution_and_projections(capsys, tmp_pa
     bench_precision.main(["--device", "cpu", "--size", "32", "--batches", "1,2", "--precisions", "float32,bf16",
                           "--quick", "--config", str(tmp_path / "study.yaml")])
     out = capsys.readouterr().out
+    capability, native = cpu_bf16_support()
+    assert f"# CPU: capability {capability}, native bf16 (AVX-512 BF16 or AMX): {'yes' if native else 'no'}\n" in out
     assert re.search(r"float32 .*best: batch [12], [\d.]+ img/s", out)
     assert re.search(r"bf16 .*best: batch [12], [\d.]+ img/s", out)
     assert re.search(r"32 px: float32 [\d.]+ s \(1\.00x\), bf16 [\d.]+ s \([\d.]+x\)", out)

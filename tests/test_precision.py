@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +180,82 @@ def test_float16_on_the_cpu_runs_and_warns_that_it_is_not_faster():
             y = net(x)
     assert y.dtype == torch.float32 and torch.isfinite(y).all()
     assert not torch.equal(y, model(x))
+
+
+# ------------------------------------------------------------------------------ CPUs without native bf16
+def _one_sentence(message: str) -> None:
+    assert "\n" not in message and message.endswith("."), message
+    assert re.search(r"[.!?]\s+[A-Z]", message) is None, message  # no second sentence
+
+
+def _fake_cpu(monkeypatch, capability, native):
+    from layersweep import precision
+
+    monkeypatch.setattr(precision, "cpu_bf16_support", lambda: (capability, native))
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns_once_and_still_runs_bf16(monkeypatch, data):
+    """Issue 21: 3.4x slower than float32 on an AVX2 CPU. The warning names the CPU capability and the cost,
+    and the arithmetic stays what the config asked for."""
+    _fake_cpu(monkeypatch, "AVX2", False)
+    model, x = small_model(), torch.randn(2, 3, H, W)
+    with pytest.warns(UserWarning) as seen:
+        with precision_model(model, "cpu", "bf16") as net:
+            y = net(x)
+    [warning] = [w for w in seen if "bf16" in str(w.message)]
+    message = str(warning.message)
+    _one_sentence(message)
+    assert message.startswith("metrics.precision: bf16 on this CPU (AVX2, without AVX-512 BF16 or AMX)"), message
+    assert "3.4x" in message and "slower than float32" in message
+    assert net.dtype is torch.bfloat16 and not torch.equal(y, model(x))  # not silently float32
+    crops, base, targets = data
+    with pytest.warns(UserWarning, match=r"^attribution\.precision: bf16 on this CPU \(AVX2"):
+        attribute_layers(model, to_model_input(crops[:1]), torch.tensor(targets[:1]), ["gradcam"], [0],
+                         precision="bf16")
+
+
+def test_bf16_on_a_cpu_with_native_bf16_says_nothing(monkeypatch):
+    import warnings
+
+    _fake_cpu(monkeypatch, "AVX512", True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with precision_model(small_model(), "cpu", "bf16") as net:
+            net(torch.randn(1, 3, H, W))
+
+
+@pytest.mark.parametrize("native,says", [(True, "bf16 is this CPU's fast reduced precision"),
+                                         (False, "this CPU (AVX2) has no native bf16 either, so float32 is its "
+                                                 "fastest precision")])
+def test_the_float16_warning_names_bf16_only_where_it_is_native(monkeypatch, native, says):
+    _fake_cpu(monkeypatch, "AVX512" if native else "AVX2", native)
+    with pytest.warns(UserWarning) as seen:
+        with precision_model(small_model(), "cpu", "float16"):
+            pass
+    [message] = [str(w.message) for w in seen if "float16" in str(w.message)]
+    _one_sentence(message)
+    assert message.endswith(says + "."), message
+
+
+def test_native_bf16_is_read_from_the_cpu_flags():
+    """The detector against /proc/cpuinfo's flags (an independent reading of the same CPU): native exactly
+    when the CPU has AVX-512 BF16 or AMX-BF16, and the capability is torch's."""
+    import os
+
+    from layersweep.precision import cpu_bf16_support
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file() or os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA"):
+        pytest.skip("no /proc/cpuinfo (not Linux), or oneDNN's ISA is capped by the environment")
+    flags = set()
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            flags |= set(line.split(":", 1)[1].split())
+    if not flags & {"avx2", "avx512f"}:
+        pytest.skip("not an x86 CPU with AVX2 / AVX-512 flags")
+    capability, native = cpu_bf16_support()
+    assert capability == torch.backends.cpu.get_cpu_capability()
+    assert native == bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 # ------------------------------------------------------------------------------------------------ ties

@@ -2,13 +2,15 @@
 
 A dry run needs no cluster: it resolves every job's threads (sbatch --cpus-per-task), mem_mb
 (--mem), runtime (-t) and gpu (--gpus) exactly as a submission would. Two dry runs of the same
-DAG in an empty directory: try 1 with `device: auto` (the study's default; the demo's is cpu), and try 2
-with `device: cpu` and --max-threads 2 (how tests/slurm/run_slurm_test.sh runs on the GPU-less 2-CPU
-test cluster). Try 2 is
+DAG in an empty directory, both with `device: auto` (the study's default; the demo's is cpu): try 1 on a
+machine with CUDA (faked with LAYERSWEEP_CUDA=1, `layersweep.device.cuda_for_jobs`), try 2 on one without
+(LAYERSWEEP_CUDA=0) and with --max-threads 2, which plans what `device: cpu` plans on the GPU-less 2-CPU test
+cluster of tests/slurm/run_slurm_test.sh. Try 2 is
 `--attempt 2`, the flag Snakemake itself hands a resubmitted job (its help calls it internal),
 so its resources are those of the first retry.
 """
 
+import os
 import re
 import subprocess
 import sys
@@ -18,7 +20,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
-# Rules that use the device: they must ask SLURM for a GPU unless the config says device: cpu.
+# Rules that use the device: they ask SLURM for a GPU unless device is cpu, or auto where CUDA is absent.
 GPU_RULES = {"attribution", "metric", "metric_rescaled"}
 # A job block: "rule NAME:" (indented inside a group job's block), then its fields one level deeper.
 JOB_HEADER = re.compile(r"^(\s*)(?:local)?(?:rule|checkpoint) (\w+):$")
@@ -56,13 +58,14 @@ def parse_jobs(text):
     return jobs
 
 
-def dry_run(workdir, *extra):
+def dry_run(workdir, *extra, cuda: bool):
     # --cores 1024: in a dry run Snakemake caps the shown threads at --cores (1 if unset);
     # a SLURM submission has no such cap, so a large value shows the threads actually requested.
     cmd = [str(SNAKEMAKE), "-n", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
            "--workflow-profile", str(REPO / "profiles" / "slurm"),
            "--configfile", str(REPO / "config" / "demo.yaml"), "--cores", "1024", *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=workdir)
+    env = dict(os.environ, LAYERSWEEP_CUDA=str(int(cuda)))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=workdir, env=env)
     assert proc.returncode == 0, f"dry run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     jobs = parse_jobs(proc.stdout + "\n" + proc.stderr)
     assert jobs, f"no job found in the dry run output:\n{proc.stdout[-3000:]}"
@@ -71,9 +74,9 @@ def dry_run(workdir, *extra):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    first = dry_run(tmp_path_factory.mktemp("try1"), "--config", "device=auto")  # the demo says cpu
-    second = dry_run(tmp_path_factory.mktemp("try2"), "--attempt", "2", "--config", "device=cpu",
-                     "--max-threads", "2")
+    first = dry_run(tmp_path_factory.mktemp("try1"), "--config", "device=auto", cuda=True)  # the demo says cpu
+    second = dry_run(tmp_path_factory.mktemp("try2"), "--attempt", "2", "--config", "device=auto",
+                     "--max-threads", "2", cuda=False)
     return first, second
 
 
@@ -125,7 +128,24 @@ def test_mem_and_runtime_grow_with_each_retry(runs):
     assert not flat, "not scaled by attempt: " + "; ".join(sorted(set(flat)))
 
 
-def test_gpu_on_device_rules_only_and_off_with_device_cpu(runs):
+class _Resources(dict):
+    """A job's resources as the SLURM plugin reads them (`resources.get("gpu")`, `resources.gres`)."""
+
+    def __getattr__(self, name):
+        return self.get(name)
+
+
+def sbatch_gpu_args(job) -> str:
+    """The GPU arguments the SLURM plugin would add to this job's sbatch call (its own `set_gres_string`)."""
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    return set_gres_string(SimpleNamespace(resources=_Resources(job["resources"]))).strip()
+
+
+def test_gpu_on_device_rules_only_and_none_without_cuda(runs):
+    """device: auto asks for a GPU exactly where its jobs will find CUDA (issue 21, item 3)."""
     first, second = runs
     for job in first:
         gpu = job["resources"].get("gpu", 0)
@@ -136,8 +156,15 @@ def test_gpu_on_device_rules_only_and_off_with_device_cpu(runs):
     cpu_only = {"summary", "summary_metric", "paired_difference", "fig3", "fig4",
                 "fig5", "fig6", "fig7", "crops", "synthetic_voc"}
     assert all(j["resources"].get("gpu", 0) == 0 for j in first if j["rule"] in cpu_only)
-    # device: cpu -> no job asks SLURM for a GPU (the test cluster has none)
+    # the sbatch calls: --gpus=1 for a job that uses the device, nothing for a job that does not
+    for job in submitted(first):
+        assert sbatch_gpu_args(job) == ("--gpus=1" if job["resources"].get("gpu", 0) else ""), job
+    assert {sbatch_gpu_args(j) for j in submitted(first) if j["rule"] in GPU_RULES} == {"--gpus=1"}
+    # device: auto without CUDA -> no job asks for a GPU: neither SLURM nor the default profile's `gpu: 1`
+    # limit, which would otherwise run the device jobs one at a time on a CPU machine
+    assert GPU_RULES <= {j["rule"] for j in second}
     assert all(j["resources"].get("gpu", 0) == 0 for j in second)
+    assert all(sbatch_gpu_args(j) == "" for j in submitted(second))
 
 
 def test_threads_fit_the_test_cluster_with_max_threads(runs):

@@ -2,11 +2,13 @@
 the layer axis, the colour map of attribution maps, and the atomic PDF + PNG + CSV writing.
 
 A method not listed here still draws: its label is its name, its family 'other', and it gets a spare
-marker and a colour from the same stable, name-sorted assignment.
+marker (one no other method of the figure uses) and a colour from the same stable, name-sorted assignment.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import math
 
 import numpy as np
@@ -17,13 +19,36 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.markers import MarkerStyle
+from matplotlib.path import Path
 
 from ..io import atomic_path
 
 DEMO_STAMP = "SYNTHETIC DEMO DATA - RANDOMLY INITIALISED WEIGHTS - not the study's results"
 
+
+
+def _polygon(vertices) -> Path:
+    """A filled marker of the given outline (matplotlib scales a path marker to its largest coordinate)."""
+    vertices = [tuple(map(float, v)) for v in vertices]
+    return Path(vertices + [vertices[0]], [Path.MOVETO] + [Path.LINETO] * (len(vertices) - 1) + [Path.CLOSEPOLY])
+
+
+# Shapes beyond matplotlib's 15 filled markers: 20 methods need 20 markers that look different at 30 pt^2.
+_ARC = np.linspace(0.0, np.pi, 13)
+BOWTIE = _polygon([(-1, -1), (1, 1), (1, -1), (-1, 1)])
+HOURGLASS = _polygon([(-1, -1), (1, -1), (-1, 1), (1, 1)])
+TEE = _polygon([(-1, 1), (1, 1), (1, 0.35), (0.3, 0.35), (0.3, -1), (-0.3, -1), (-0.3, 0.35), (-1, 0.35)])
+DART = _polygon([(0, 1), (1, -1), (0, -0.35), (-1, -1)])
+HALF_DISC = _polygon([(np.cos(a), np.sin(a) - 0.5) for a in _ARC])
+CRESCENT = _polygon([(np.cos(a), np.sin(a)) for a in np.linspace(0.35 * np.pi, 1.65 * np.pi, 16)]
+                    + [(0.5 + 0.75 * np.cos(a), 0.75 * np.sin(a)) for a in np.linspace(1.55 * np.pi, 0.45 * np.pi, 16)])
+ARROW = _polygon([(-0.35, -1), (0.35, -1), (0.35, 0.1), (0.9, 0.1), (0, 1), (-0.9, 0.1), (-0.35, 0.1)])
+SPARKLE = (4, 1, 0)  # four-pointed star
+
 # method -> (label, family, marker). Families group methods that share a pass (and usually behave alike),
-# so that a figure with many methods can draw one panel row per family.
+# so that a figure with many methods can draw one panel row per family. Every method has its own marker
+# (tests/test_figure_markers.py): up to four methods share one panel, told apart by marker alone.
 METHOD_STYLE = {
     "deepliftshap": ("DeepLiftShap", "DeepLift", "o"),
     "liftcam": ("LIFT-CAM", "DeepLift", "s"),
@@ -36,21 +61,23 @@ METHOD_STYLE = {
     "fullgrad": ("FullGrad", "gradient CAM", "P"),
     "shapleycam": ("ShapleyCAM", "gradient CAM", "X"),
     "finercam": ("FinerCAM", "gradient CAM", "p"),
-    "eigencam": ("EigenCAM", "activation (PCA) CAM", "h"),
-    "eigengradcam": ("EigenGrad-CAM", "activation (PCA) CAM", "H"),
-    "segeigencam": ("SegEigenCAM", "activation (PCA) CAM", "8"),
+    "eigencam": ("EigenCAM", "activation (PCA) CAM", ARROW),
+    "eigengradcam": ("EigenGrad-CAM", "activation (PCA) CAM", CRESCENT),
+    "segeigencam": ("SegEigenCAM", "activation (PCA) CAM", SPARKLE),
     "fem": ("FEM", "activation (PCA) CAM", "*"),
-    "randomcam": ("RandomCAM", "activation (PCA) CAM", "x"),
-    "ablationcam": ("AblationCAM", "perturbation", "o"),
-    "shapcam_pi": ("SHAP-CAM|\u03a0|", "perturbation", "s"),
-    "shapcam": ("Shap-CAM", "perturbation", "^"),
-    "scorecam": ("Score-CAM", "perturbation", "D"),
+    "randomcam": ("RandomCAM", "activation (PCA) CAM", TEE),
+    "ablationcam": ("AblationCAM", "perturbation", BOWTIE),
+    "shapcam_pi": ("SHAP-CAM|\u03a0|", "perturbation", HOURGLASS),
+    "shapcam": ("Shap-CAM", "perturbation", DART),
+    "scorecam": ("Score-CAM", "perturbation", HALF_DISC),
 }
 METHOD_LABELS = {m: s[0] for m, s in METHOD_STYLE.items()}
 METHOD_FAMILIES = {m: s[1] for m, s in METHOD_STYLE.items()}
 METHOD_MARKERS = {m: s[2] for m, s in METHOD_STYLE.items()}
 FAMILY_ORDER = ("DeepLift", "gradient CAM", "activation (PCA) CAM", "perturbation", "other")
-SPARE_MARKERS = ("s", "D", "v", "P", "X", "<", ">", "h", "*")
+# For methods not in METHOD_STYLE: first these (no listed method uses them), then the markers of the listed
+# methods that are not in the figure, then regular polygons of 9, 10, ... sides.
+SPARE_MARKERS = ("h", (6, 1, 0), "H", (8, 1, 0), "8")
 KIND_COLOURS = {"Conv2d": "#1f77b4", "ReLU": "#ff7f0e", "MaxPool2d": "#2ca02c"}
 OTHER_KIND_COLOUR = "#7f7f7f"
 
@@ -71,10 +98,29 @@ def method_family(method: str) -> str:
     return METHOD_FAMILIES.get(method, "other")
 
 
-def method_markers(methods) -> dict[str, str]:
-    """Known methods keep their marker; any other method gets the next spare one (stable by name)."""
-    spare = iter(SPARE_MARKERS * 4)
-    return {m: METHOD_MARKERS[m] if m in METHOD_MARKERS else next(spare) for m in sorted(methods)}
+@functools.lru_cache(maxsize=None)
+def marker_shape(marker) -> tuple:
+    """What a marker looks like: its outline as matplotlib draws it, scaled to unit size, rounded (so that two
+    spellings of one shape, e.g. 'h' and (6, 0, 0), count as the same marker)."""
+    style = MarkerStyle(marker)
+    vertices = style.get_path().transformed(style.get_transform()).vertices
+    vertices = vertices / max(np.abs(vertices).max(), 1e-12)
+    return style.is_filled(), tuple(np.round(vertices, 3).ravel().tolist())
+
+
+def method_markers(methods) -> dict:
+    """{method: marker} for the methods of one figure, all different: a listed method keeps its own marker; any
+    other method gets, in name order, the first spare marker whose shape no method of `methods` has yet."""
+    methods = sorted(set(methods))
+    out = {m: METHOD_MARKERS[m] for m in methods if m in METHOD_MARKERS}
+    taken = {marker_shape(marker) for marker in out.values()}
+    spares = itertools.chain(SPARE_MARKERS, (METHOD_MARKERS[m] for m in METHOD_MARKERS if m not in out),
+                             ((n, 0, 0) for n in itertools.count(9)))
+    for method in methods:
+        if method not in out:
+            out[method] = next(marker for marker in spares if marker_shape(marker) not in taken)
+            taken.add(marker_shape(out[method]))
+    return {m: out[m] for m in methods}
 
 
 def method_colours(methods) -> dict[str, str]:

@@ -18,20 +18,30 @@ def weighted_channel_sum(weights: torch.Tensor, activations: torch.Tensor) -> to
 
 def first_component_projection(matrices: torch.Tensor) -> torch.Tensor:
     """pytorch-grad-cam's `get_2d_projection` (utils/svd_on_activations.py), per image: the (H*W, C) rows
-    centred over positions, projected on their first right singular vector -> (B, H, W).
+    centred over positions, projected on their first right singular vector -> (B, H, W), in the input's dtype.
 
-    The sign of a singular vector is LAPACK's arbitrary choice, and after the CAM's ReLU it decides the
-    whole map, so this runs numpy's SVD on the CPU in float32 as the library does. `full_matrices=False`
-    gives the library's vector (its full U is (H*W)^2: 10 GB at 224 px) with the same sign; torch's SVD
-    or an eigendecomposition of X^T X often flip it (METHODS.md 1.6).
+    The sign of a singular vector is LAPACK's arbitrary choice, and after the CAM's ReLU it decides the whole
+    map; on some maps a few-ulp change of the centred matrix flips it (issue 21). So this repeats the
+    library's arithmetic step by step, on the CPU with numpy, in the input's dtype (float32 or float64; only
+    other dtypes are widened to float32, which numpy's SVD needs):
+    - a C-ordered copy of the batch, NaNs set to 0: torch often hands conv outputs over channels_last, and
+      the summation order of the mean follows the memory layout;
+    - per image, the transposed *view* (H*W, C) is centred: numpy sums along its contiguous axis pairwise,
+      whereas a C-ordered copy of the transpose would be summed row by row and round differently;
+    - `full_matrices=False`: the library's first right singular vector, sign included (checked map by map in
+      tests/test_methods_eigen_sign.py), without its full U, which is (H*W)^2: 10 GB at 224 px. torch's SVD
+      or an eigendecomposition of X^T X often flip the sign (METHODS.md 1.6).
     """
-    m = matrices.detach().to("cpu", torch.float32).numpy()
-    b, c, h, w = m.shape
-    out = np.empty((b, h * w), dtype=np.float32)
+    m = matrices.detach().cpu()
+    if m.dtype not in (torch.float32, torch.float64):
+        m = m.float()
+    a = m.numpy().copy()  # as the library: C order, and the caller's tensor is not touched by the NaN fill
+    a[np.isnan(a)] = 0
+    b, c, h, w = a.shape
+    out = np.empty((b, h * w), dtype=a.dtype)
 
     def project(i):
-        x = m[i].reshape(c, h * w).T.copy()
-        x[np.isnan(x)] = 0  # as the library
+        x = a[i].reshape(c, h * w).transpose()
         x = x - x.mean(axis=0)
         vt = np.linalg.svd(x, full_matrices=False)[2]
         out[i] = x @ vt[0]
