@@ -4,13 +4,13 @@ from layersweep.script_runner import run_script
 def main(sm):
     from layersweep import pipeline
     from layersweep.attribution import attribute_crops, write_attribution_shard
-    from layersweep.layers import parse_layers
+    from layersweep.attribution.sites import site_table
     from layersweep.preprocess import preprocessing_for
 
     p = sm.params
     ids, crops, labels = pipeline.eval_shard(sm.input.crops, sm.input.index, **p.shard)
     model, device = pipeline.fitted_model(sm.input, p.device, p.model)
-    layers = parse_layers(p.layers, len(model.features))
+    layers = site_table(model).resolve(p.layers)
     base = pipeline.baselines(sm.input, p.n_baselines, p.shard["seed"])
     method = sm.wildcards.method
     out = attribute_crops(model, crops, labels, base, [method], layers, batch_size=p.batch_size,

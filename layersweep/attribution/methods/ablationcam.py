@@ -23,17 +23,17 @@ def ablation_weights(ctx) -> torch.Tensor:
             continue
         keep = torch.ones((alive.numel(), C), dtype=acts.dtype, device=acts.device)
         keep[torch.arange(alive.numel(), device=acts.device), alive] = 0
-        y_k = _tail_of_masked(ctx, acts[i], keep, int(ctx.targets[i]))
+        y_k = tail_of_masked(ctx, acts[i], keep, int(ctx.targets[i]), i)
         w[i, alive] = (y[i] - y_k) / y[i]
     return w
 
 
-def _tail_of_masked(ctx, a, keep, target):
+def tail_of_masked(ctx, a, keep, target, image):
     """Target logits of the tail on a * keep[r] for each row r, building at most perturb_batch rows at once."""
-    rows = ctx._eval.rows
+    rows = ctx.rows
     out = []
     for s in range(0, keep.shape[0], rows):
-        out.append(ctx.tail(a[None] * keep[s:s + rows, :, None, None], target))
+        out.append(ctx.tail(a[None] * keep[s:s + rows, :, None, None], target, image))
     return torch.cat(out)
 
 
