@@ -173,11 +173,11 @@ def perturb_pass(graph: Graph, images, targets, nodes: dict, methods: dict, *, o
 def zero_reference(graph: Graph, store: Store, first: int, mm_dtype=None) -> Store:
     """The network run from a zero tensor at node `first`, per image (every other tensor the image's own)."""
     value = torch.zeros_like(store[first])
-    _, values = graph.run_from(first, value, lambda i: store.values[i], mm_dtype=mm_dtype, maxpool_indices=True,
-                               keep_all=True)
+    logits, values = graph.run_from(first, value, lambda i: store.values[i], mm_dtype=mm_dtype,
+                                    maxpool_indices=True, keep_all=True)
     merged = dict(store.values)
     merged.update(values)
-    return Store(merged, None, store.n, store.batch)
+    return Store(merged, logits, store.n, store.batch)
 
 
 def deeplift0_pass(graph: Graph, images, targets, nodes: dict, fns: dict, *, n_classes: int,
