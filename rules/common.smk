@@ -199,17 +199,17 @@ def voc_ready():
 
 
 def _model_checks():
-    from layersweep.layers import parse_layers
-    from layersweep.model import build_features, check_arch, checkpoint_key, needs_head_training
+    from layersweep.attribution.sites import arch_site_table
+    from layersweep.model import check_arch, checkpoint_key, needs_head_training
 
     try:
         check_arch(MODEL["arch"], MODEL["source"])
-        features = build_features(MODEL["arch"], MODEL["source"])  # the layer indices and kinds of model.arch
-        parse_layers(ATTR["layers"], len(features))
-        parse_layers(config["figures"]["fig3_layers"], len(features), key="figures.fig3_layers")
+        sites = arch_site_table(MODEL["arch"], MODEL["source"])  # the sites of model.arch (meta device: no weights)
+        sites.resolve(ATTR["layers"])
+        sites.resolve(config["figures"]["fig3_layers"], key="figures.fig3_layers")
         # each method's own layers (or attribution.layers), also of a method not run that lists its own
         for method in METHODS + sorted(m for m, o in ATTR["options"].items() if "layers" in o and m not in METHODS):
-            check_method_layers(ATTR, method, features)
+            check_method_layers(ATTR, method, sites)
     except LayersweepError as exc:
         sys.exit(f"layersweep: {exc}")
     key = checkpoint_key(MODEL["arch"], MODEL["source"])

@@ -66,7 +66,7 @@ def unsupported_site(method, graph: Graph, table: SiteTable, sites, attribute_to
         if node.kind not in method.layer_kinds:
             tensor = "the model input" if node.index == 0 else f"{node.name}, a {node.kind}"
             if node.index != table.node_of(index):
-                tensor = f"the input of {table[index].name}, i.e. {tensor}"
+                tensor = f"the input of layer {index}, i.e. {tensor}"
             return index, tensor
     return None
 

@@ -256,6 +256,18 @@ def check_eval_mode(model: nn.Module) -> None:
 _CACHE: dict = {}
 
 
+class _ChainOfVGG(nn.Module):
+    """torchvision's VGG.forward over a model that has `features`, `avgpool` and `classifier` but no forward
+    of its own (a VGG skeleton): the modules are the model's, so node names and parameters are too."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.features, self.avgpool, self.classifier = model.features, model.avgpool, model.classifier
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
 def trace(model: nn.Module) -> Graph:
     """The model's graph, traced once per model object (and again if its module tree changed)."""
     import torchvision
@@ -266,14 +278,17 @@ def trace(model: nn.Module) -> Graph:
     hit = _CACHE.get(key)
     if hit is not None and hit[0] is model and hit[1] == signature:
         return hit[2]
+    root = model
+    if type(model).forward is nn.Module.forward and all(hasattr(model, k) for k in ("features", "avgpool", "classifier")):
+        root = _ChainOfVGG(model)
     leaf = [torchvision.ops.StochasticDepth, torchvision.ops.misc.Permute]
     tracer = NodePathTracer(autowrap_modules=(math, torchvision.ops), leaf_modules=leaf)
     try:
-        g = tracer.trace(model)
+        g = tracer.trace(root)
     except Exception as exc:  # data-dependent control flow and the like
         raise LayersweepError(f"the model {type(model).__name__} cannot be traced by torch.fx ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else 'no message'}); the attribution engine needs a traceable model.") from None
-    graph = Graph(model, g, tracer.node_to_qualname)
+    graph = Graph(root, g, tracer.node_to_qualname)
     if len(_CACHE) > 32:
         _CACHE.clear()
     _CACHE[key] = (model, signature, graph)

@@ -51,12 +51,11 @@ def paper_number(numbers: pd.DataFrame, spec: dict, row: str, metric: str) -> pd
 
 
 def _layer_index(value, study: str, cfg: dict, where: str) -> int:
-    from ..layers import parse_layers
-    from ..model import build_features
+    from ..attribution.sites import arch_site_table
 
-    n = len(build_features(cfg["model"]["arch"], cfg["model"]["source"]))
-    (layer,) = parse_layers([value], n, key=where)
-    configured = parse_layers(cfg["attribution"]["layers"], n)
+    sites = arch_site_table(cfg["model"]["arch"], cfg["model"]["source"])
+    (layer,) = sites.resolve([value], key=where)
+    configured = sites.resolve(cfg["attribution"]["layers"])
     if layer not in configured:
         raise LayersweepError(f"config/tables.yaml key '{where}' is layer {layer}, which study '{study}' does not "
                               f"compute (its attribution.layers: {cfg['attribution']['layers']}).")
