@@ -207,6 +207,7 @@ def _model_checks():
         sites = arch_site_table(MODEL["arch"], MODEL["source"])  # the sites of model.arch (meta device: no weights)
         sites.resolve(ATTR["layers"])
         sites.resolve(config["figures"]["fig3_layers"], key="figures.fig3_layers")
+        sites.resolve([config["figures"].get("fig2_layer", 18)], key="figures.fig2_layer")
         # each method's own layers (or attribution.layers), also of a method not run that lists its own
         for method in METHODS + sorted(m for m, o in ATTR["options"].items() if "layers" in o and m not in METHODS):
             check_method_layers(ATTR, method, sites)

@@ -16,6 +16,7 @@ rule fig2:
         model=MODEL_SPEC,
         plot=plot_params(),
         example_crops=canonical(FIGURES["example_crops"]),
+        layer=FIGURES.get("fig2_layer", 18),
         seed=SEED,
         n_baselines=ATTR["n_baselines"],
         max_pairs=ATTR["max_pairs"],
