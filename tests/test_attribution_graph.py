@@ -209,6 +209,39 @@ def test_ablationcam_matches_pytorch_grad_cam_at_block_outputs(resnet, monkeypat
         assert rel_err(out[site], torch.from_numpy(expected)) < 1e-5, site  # the library's scores are float32
 
 
+def test_ablationcam_with_the_library_value_inside_a_block(resnet, monkeypatch):
+    """At bn2 (its consumer is the residual sum, not a ReLU) the library ablates with "minimum - 1e7"; so does
+    the engine, playing the game at the site itself."""
+    import pytorch_grad_cam.base_cam as base_cam
+
+    monkeypatch.setattr(base_cam, "scale_cam_image", lambda cam, target_size=None: cam)
+    model, ref, x, t = (resnet[k] for k in ("model", "ref", "x", "t"))
+    out = attribute_layers(model, x[:1], t[:1], ["ablationcam"], ["layer1.0.bn2"])["ablationcam"]
+    with pgc.AblationCAM(model=ref, target_layers=[resnet_module(ref, "layer1.0.bn2")]) as cam:
+        cam.batch_size = 64
+        expected = cam(x[:1], [ClassifierOutputTarget(int(t[0]))])
+    assert rel_err(out["layer1.0.bn2"], torch.from_numpy(expected)) < 1e-5
+
+
+def test_fullgrad_takes_batchnorm_shifts_and_sums_to_the_library_map(resnet, monkeypatch):
+    """ResNet convs have no bias: FullGrad's terms are the BatchNorm shifts' and the input's. Resized and
+    summed over every BatchNorm site, they equal pytorch-grad-cam's FullGrad map."""
+    import cv2
+    import pytorch_grad_cam.fullgrad_cam as fullgrad_cam
+
+    monkeypatch.setattr(fullgrad_cam, "scale_cam_image", lambda cam, target_size=None: cam)
+    model, ref, x, t = (resnet[k] for k in ("model", "ref", "x", "t"))
+    table = site_table(model)
+    bns = [s.index for s in table.sites if s.kind == "batchnorm"]
+    fg = pgc.FullGrad(ref, [])
+    total = torch.from_numpy(fg(x, [ClassifierOutputTarget(int(c)) for c in t]))
+    fg.activations_and_grads.release()
+    terms = attribute_layers(model, x, t, ["fullgrad"], [-1] + bns)["fullgrad"]
+    height, width = x.shape[-2:]
+    resized = [np.stack([cv2.resize(m, (width, height)) for m in terms[i].numpy()]) for i in bns]
+    assert rel_err(terms[-1] + torch.from_numpy(np.sum(resized, axis=0)), total) < 1e-6
+
+
 def test_bottleneck_resnet_deepliftshap_matches_captum():
     torch.manual_seed(0)
     model = randomise(torchvision.models.ResNet(Bottleneck, [1, 1, 1, 1], num_classes=5), seed=3)
