@@ -306,3 +306,34 @@ def test_every_family_traces_with_named_blocks_and_runs_a_gradient_sweep(arch):
     x = torch.randn(1, 3, 64, 64)
     out = attribute_layers(model, x, torch.tensor([1]), ["gradcampp"], "stages")["gradcampp"]
     assert set(out) == set(stages) and all(torch.isfinite(m).all() for m in out.values())
+
+
+class SmoothNet(nn.Module):
+    """Every activation captum has its rescale rule for (matched by exact type), and one it has none for."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.Tanh(), nn.Conv2d(6, 6, 3), nn.ELU(),
+                                      nn.Conv2d(6, 8, 3, stride=2), nn.LeakyReLU(0.1), nn.Conv2d(8, 8, 3),
+                                      nn.Softplus(), nn.Conv2d(8, 8, 1), nn.Sigmoid(), nn.Conv2d(8, 8, 1),
+                                      nn.SiLU())
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x):
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def test_captums_other_nonlinear_rules_and_its_fallback():
+    torch.manual_seed(0)
+    model = SmoothNet().double().eval()
+    g = torch.Generator().manual_seed(7)
+    x, b = torch.randn(2, 3, 14, 12, generator=g, dtype=torch.float64), torch.randn(3, 3, 14, 12, generator=g, dtype=torch.float64)
+    t = torch.tensor([1, 3])
+    sites = list(range(-1, 12))
+    out = attribute_layers(model, x, t, ["deepliftshap"], sites, baselines=b)["deepliftshap"]
+    for site in sites:
+        if site == -1:
+            expected = captum_attr.DeepLiftShap(model).attribute(x, b, target=t).sum(1)
+        else:
+            expected = captum_attr.LayerDeepLiftShap(model, model.features[site]).attribute(x, b, target=t).sum(1)
+        assert rel_err(out[site], expected.detach()) < TOL, site

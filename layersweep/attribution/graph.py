@@ -12,9 +12,10 @@ never copied or changed and none of its hooks fire. What the interpreter changes
   two nodes with two names, so each call has its own activation and its own DeepLift rule;
 - eval semantics: the model must be in eval mode (BatchNorm a fixed affine map, Dropout the identity).
 
-DeepLift rules (captum's `SUPPORTED_NON_LINEAR`, matched by exact type as captum does): `nn.ReLU` and
-`nn.MaxPool2d` modules. Every other node takes the plain gradient (captum's fallback): functional
-`F.relu`, ReLU6, SiLU, GELU, LayerNorm, sigmoid gates. `Node.linear` marks nodes whose vector-Jacobian
+DeepLift rules (captum's `SUPPORTED_NON_LINEAR`, matched by exact type as captum does): `nn.ReLU`, `nn.ELU`,
+`nn.LeakyReLU`, `nn.Sigmoid`, `nn.Tanh`, `nn.Softplus` (the rescale rule) and `nn.MaxPool2d` modules. Every
+other node takes the plain gradient (captum's fallback): functional `F.relu`, ReLU6, SiLU, GELU, LayerNorm,
+sigmoid gates, and `nn.Softmax` (captum's own softmax rule is not reproduced). `Node.linear` marks nodes whose vector-Jacobian
 product does not depend on the point (conv, BatchNorm, linear, pooling by average, sums, reshapes).
 """
 from __future__ import annotations
@@ -29,7 +30,9 @@ from torch import fx, nn
 
 from ..errors import LayersweepError
 
-RULES = {nn.ReLU: "relu", nn.MaxPool2d: "maxpool"}  # exact types, as captum matches them
+# captum's SUPPORTED_NON_LINEAR, matched by exact type as captum does: "nonlinear" is its rescale rule
+RULES = {nn.ReLU: "relu", nn.MaxPool2d: "maxpool", nn.ELU: "nonlinear", nn.LeakyReLU: "nonlinear",
+         nn.Sigmoid: "nonlinear", nn.Tanh: "nonlinear", nn.Softplus: "nonlinear"}
 MODULE_KINDS = ((nn.Conv2d, "conv"), (nn.BatchNorm2d, "batchnorm"), (nn.ReLU, "relu"), (nn.MaxPool2d, "maxpool"),
                 (nn.Linear, "linear"), (nn.AdaptiveAvgPool2d, "avgpool"), (nn.AvgPool2d, "avgpool"),
                 (nn.Dropout, "identity"), (nn.Identity, "identity"), (nn.Flatten, "flatten"),
