@@ -29,6 +29,7 @@ import pytorch_grad_cam as pgc
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from layersweep.attribution import attribute_layers
+from layersweep.attribution.reference import library_copy, library_module
 from layersweep.attribution.sites import site_table
 from layersweep.errors import LayersweepError
 
@@ -58,54 +59,6 @@ def randomise(model: nn.Module, seed: int) -> nn.Module:
                 if m.bias is not None:
                     m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
     return model.double().eval()
-
-
-class LibraryBlock(nn.Module):
-    """A ResNet block as the libraries can hook it: one ReLU module per call, the sum as an nn.Identity,
-    nothing in place. Shares the block's parameters."""
-
-    def __init__(self, block):
-        super().__init__()
-        self.block = block
-        self.bottleneck = isinstance(block, Bottleneck)
-        self.relus = nn.ModuleList([nn.ReLU() for _ in range(3 if self.bottleneck else 2)])
-        self.add = nn.Identity()
-
-    def forward(self, x):
-        b = self.block
-        out = self.relus[0](b.bn1(b.conv1(x)))
-        out = b.bn2(b.conv2(out))
-        if self.bottleneck:
-            out = b.bn3(b.conv3(self.relus[1](out)))
-        identity = x if b.downsample is None else b.downsample(x)
-        return self.relus[-1](self.add(out + identity))
-
-
-def library_copy(model: nn.Module) -> nn.Module:
-    ref = copy.deepcopy(model)
-    for name in ("layer1", "layer2", "layer3", "layer4"):
-        stage = getattr(ref, name)
-        for i, block in enumerate(stage):
-            stage[i] = LibraryBlock(block)
-    for m in ref.modules():
-        if isinstance(m, (nn.ReLU, nn.ReLU6)):
-            m.inplace = False
-    return ref
-
-
-def resnet_module(ref, site: str) -> nn.Module:
-    """The module of the library copy whose output is the engine's site `site`."""
-    parts = site.split(".")
-    if parts[0].startswith("layer") and len(parts) >= 3:
-        lib = getattr(ref, parts[0])[int(parts[1])]
-        leaf = ".".join(parts[2:])
-        if leaf == "add":
-            return lib.add
-        if leaf.startswith("relu"):
-            call = int(leaf.split("_")[1]) if "_" in leaf else 0
-            return lib.relus[call]
-        return lib.block.get_submodule(leaf)
-    return ref.get_submodule(site)
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +94,7 @@ def test_deepliftshap_matches_captum_at_every_kind_of_site(resnet):
     before = copy.deepcopy(model.state_dict())
     out = attribute_layers(model, x, t, ["deepliftshap"], RESNET_SITES, baselines=b, max_pairs=4)["deepliftshap"]
     for site in RESNET_SITES:
-        expected = captum_attr.LayerDeepLiftShap(ref, resnet_module(ref, site)).attribute(x, b, target=t).sum(1)
+        expected = captum_attr.LayerDeepLiftShap(ref, library_module(ref, site)).attribute(x, b, target=t).sum(1)
         assert rel_err(out[site], expected.detach()) < TOL, site
     for k, v in model.state_dict().items():  # the caller's model is untouched
         assert torch.equal(v, before[k]), k
@@ -170,7 +123,7 @@ def test_cams_match_pytorch_grad_cam(resnet, monkeypatch, method, cls):
     model, ref, x, t = (resnet[k] for k in ("model", "ref", "x", "t"))
     out = attribute_layers(model, x, t, [method], RESNET_SITES)[method]
     for site in RESNET_SITES:
-        with getattr(pgc, cls)(model=ref, target_layers=[resnet_module(ref, site)]) as cam:
+        with getattr(pgc, cls)(model=ref, target_layers=[library_module(ref, site)]) as cam:
             expected = cam(x, [ClassifierOutputTarget(int(c)) for c in t])
         if not np.any(expected):
             assert not out[site].any(), site
@@ -187,7 +140,7 @@ def test_liftcam_contributions_sum_to_the_zeroed_site(resnet):
     with torch.no_grad():
         fx = ref(x).gather(1, t[:, None])[:, 0]
         for site in sites:
-            handle = resnet_module(ref, site).register_forward_hook(lambda m, i, o: torch.zeros_like(o))
+            handle = library_module(ref, site).register_forward_hook(lambda m, i, o: torch.zeros_like(o))
             f0 = ref(x).gather(1, t[:, None])[:, 0]
             handle.remove()
             assert torch.allclose(weights["liftcam"][site].sum(1), fx - f0, rtol=1e-9, atol=1e-9), site
@@ -203,7 +156,7 @@ def test_ablationcam_matches_pytorch_grad_cam_at_block_outputs(resnet, monkeypat
     sites = ["layer1.0.relu_1", "layer2.0.relu_1"]
     out = attribute_layers(model, x[:2], t[:2], ["ablationcam"], sites)["ablationcam"]
     for site in sites:
-        with pgc.AblationCAM(model=ref, target_layers=[resnet_module(ref, site)]) as cam:
+        with pgc.AblationCAM(model=ref, target_layers=[library_module(ref, site)]) as cam:
             cam.batch_size = 64
             expected = cam(x[:2], [ClassifierOutputTarget(int(c)) for c in t[:2]])
         assert rel_err(out[site], torch.from_numpy(expected)) < 1e-5, site  # the library's scores are float32
@@ -217,7 +170,7 @@ def test_ablationcam_with_the_library_value_inside_a_block(resnet, monkeypatch):
     monkeypatch.setattr(base_cam, "scale_cam_image", lambda cam, target_size=None: cam)
     model, ref, x, t = (resnet[k] for k in ("model", "ref", "x", "t"))
     out = attribute_layers(model, x[:1], t[:1], ["ablationcam"], ["layer1.0.bn2"])["ablationcam"]
-    with pgc.AblationCAM(model=ref, target_layers=[resnet_module(ref, "layer1.0.bn2")]) as cam:
+    with pgc.AblationCAM(model=ref, target_layers=[library_module(ref, "layer1.0.bn2")]) as cam:
         cam.batch_size = 64
         expected = cam(x[:1], [ClassifierOutputTarget(int(t[0]))])
     assert rel_err(out["layer1.0.bn2"], torch.from_numpy(expected)) < 1e-5
@@ -252,7 +205,7 @@ def test_bottleneck_resnet_deepliftshap_matches_captum():
     sites = ["layer1.0.relu_1", "layer1.0.add", "layer1.0.relu_2", "layer2.0.downsample.0", "layer4.0.relu_2"]
     out = attribute_layers(model, x, t, ["deepliftshap"], sites, baselines=b)["deepliftshap"]
     for site in sites:
-        expected = captum_attr.LayerDeepLiftShap(ref, resnet_module(ref, site)).attribute(x, b, target=t).sum(1)
+        expected = captum_attr.LayerDeepLiftShap(ref, library_module(ref, site)).attribute(x, b, target=t).sum(1)
         assert rel_err(out[site], expected.detach()) < TOL, site
 
 

@@ -130,6 +130,24 @@ class Graph:
             self._descendants[index] = frozenset(out)
         return self._descendants[index]
 
+    def plain_gradient_nodes(self) -> frozenset:
+        """Nodes where DeepLift takes the plain gradient though they are not linear (captum's fallback): no rule
+        of their own, not a linear kind, not a product with a constant."""
+        batch = self.descendants(0)
+        out = set()
+        for node in self.nodes:
+            if node.index not in batch or node.rule is not None or node.linear or node.kind in ("output", "input"):
+                continue
+            if node.kind == "mul" and sum(j in batch for j in node.inputs) <= 1:
+                continue  # a scale by a parameter (ConvNeXt's layer scale) is linear
+            out.add(node.index)
+        return frozenset(out)
+
+    def deeplift_rules(self, index: int) -> str:
+        """'exact' when every node after node `index` is linear or has captum's rule, else 'gradient_fallback'
+        (the multipliers at a tensor depend only on what comes after it)."""
+        return "gradient_fallback" if self.descendants(index) & self.plain_gradient_nodes() - {index} else "exact"
+
     def sole_consumer(self, index: int) -> int | None:
         c = self.nodes[index].consumers
         return c[0] if len(c) == 1 else None
