@@ -22,7 +22,7 @@ import torch
 
 from ..errors import LayersweepError
 from ..preprocess import TORCHVISION, Preprocessing
-from .adcc import _maps_of_x, complexity, coherency_scores
+from .adcc import reference_maps_of_x, complexity, coherency_scores
 from .batching import as_crop_index
 from .registry import choice_option, float_option, int_option, list_option, register
 from .road import SOLVERS, check_road_options, road_scores
@@ -93,7 +93,7 @@ def _score(ctx) -> dict:
         gens = None
         if noise > 0:
             gens = [ctx.crop_generator(c, f"layer {ctx.layers[r // n]}") for c, r in zip(ci.tolist(), rows.tolist())]
-        reference = maps01 if ctx.r is None else _maps_of_x(ctx, rows)
+        reference = maps01 if ctx.r is None else reference_maps_of_x(ctx, rows)
         res = arcc_scores(ctx.model, ctx.x, ctx.targets, maps01, ctx.attribute, map_layers=layer_of_row[rows],
                           crop_index=ci, reference=reference, Y=ctx.Y, percentiles=percentiles, noise=noise,
                           generators=gens, solver=solver, road_rescale=ctx.options["road_rescale"],
