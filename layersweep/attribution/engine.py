@@ -121,6 +121,8 @@ def _mix_maps(mixed: dict, results: dict, weights: dict, requested: list, size, 
     requested themselves are dropped."""
     for name, m in mixed.items():
         base_maps = results[opts[name]["base"]]
+        # deep -> shallow: integer VGG indices sort by depth (-1, the input, last); with named graph sites, order
+        # them by their position in the graph instead
         ordered = [(layer, base_maps[layer]) for layer in sorted(base_maps, reverse=True)]
         mix = m.fn(ordered, size=size, **opts[name])
         results[name] = {layer: mix[layer][0].contiguous() for layer in sorted(mix)}
