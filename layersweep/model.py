@@ -18,7 +18,7 @@ from .preprocess import TORCHVISION, Preprocessing, to_model_input
 
 N_CLASSES = 20
 ARCHS = ("vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn")
-SOURCES = ("torchvision", "torchray_voc")
+SOURCES = ("torchvision", "torchray_voc", "torchvision_imagenet")  # the last: ImageNet weights, 1,000 classes as they are
 VGG_CFG = {"vgg11": "A", "vgg13": "B", "vgg16": "D", "vgg19": "E"}  # torchvision.models.vgg.cfgs
 TORCHRAY_ARCH = "vgg16"  # TorchRay's VOC model is a VGG16 converted from Caffe
 # TorchRay's classifier holds only the three Linear layers (no ReLU/Dropout modules between them)
@@ -148,6 +148,8 @@ def build_model(init: str = "imagenet", weights_path: str | Path | None = None, 
             model.load_state_dict(state)
         except RuntimeError:
             raise LayersweepError(f"the weights file '{weights_path}' does not fit torchvision's {arch} (wrong keys or shapes); point config key 'model.weights' at torchvision's {arch} weights.") from None
+    if source == "torchvision_imagenet":  # the ImageNet classifier as it is: no new head
+        return model.eval()
     model.classifier[-1] = nn.Linear(model.classifier[-1].in_features, n_classes)
     return model.eval()
 
