@@ -49,7 +49,7 @@ def _box_xml(image_id: str, wnid: str, width: int, height: int, boxes) -> ET.Ele
     return tree
 
 
-def _image(rng, label: int, width: int, height: int, n_boxes: int, big: bool):
+def _image(rng, label: int, width: int, height: int, n_boxes: int, big: bool, at_edge: bool = False):
     """Pixels and the VOC-style 1-based inclusive boxes of its objects (the first may touch the border at 0)."""
     canvas = rng.normal(120, 25, size=(height, width, 3))
     colour = np.array([(label * 37) % 256, (label * 91) % 256, (label * 53) % 256], dtype=float)
@@ -58,6 +58,8 @@ def _image(rng, label: int, width: int, height: int, n_boxes: int, big: bool):
         frac = rng.uniform(0.75, 0.95) if big else rng.uniform(0.25, 0.5)
         w, h = max(4, int(frac * width)), max(4, int(frac * height))
         x0, y0 = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
+        if at_edge and k == 0:
+            x0 = 0
         canvas[y0:y0 + h, x0:x0 + w] = colour + rng.normal(0, 10, size=(h, w, 3))
         # 1-based inclusive, as VOC writes them; an object at the left edge is written with xmin 0, as some of
         # ImageNet's are
@@ -84,7 +86,8 @@ def _meta_mat(path: Path, wnids, categories, devkit_ids) -> None:
 def write_fake_imagenet(root, *, layout: str = "devkit", n_images: int = 24, n_classes: int = 4,
                         image_size: int = 64, seed: int = 0, boxes: bool = True) -> Path:
     """Write the fake copy below `root` (absent or empty) and return it. Deterministic for a seed; every fourth
-    image holds two objects, every third a large one (over half the image), so the box filter has work to do."""
+    image holds two objects, every third a large one (over half the image), so the box filter has work to do;
+    every seventh has an object at the left edge, written with xmin 0."""
     import torch
 
     root = Path(root)
@@ -105,7 +108,8 @@ def write_fake_imagenet(root, *, layout: str = "devkit", n_images: int = 24, n_c
             height = int(round(image_size * rng.uniform(0.6, 1.0)))
             if i % 5 == 0:  # a portrait image now and then
                 width, height = height, width
-            pixels, obj_boxes = _image(rng, label, width, height, 2 if i % 4 == 0 else 1, big=i % 3 == 0)
+            pixels, obj_boxes = _image(rng, label, width, height, 2 if i % 4 == 0 else 1, big=i % 3 == 0,
+                                       at_edge=i % 7 == 0)
             folder = tmp / FLAT_VAL if layout == "devkit" else tmp / FOLDER_VAL / wnids[label]
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(pixels).save(folder / f"{image_id}.JPEG", quality=92)
