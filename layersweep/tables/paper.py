@@ -59,11 +59,13 @@ def paper_table(name: str, spec: dict, numbers: pd.DataFrame, ours: pd.DataFrame
                         h = hit.iloc[0]
                         row.update(ours=h["mean"], ci_low=h["ci_low"], ci_high=h["ci_high"], n=int(h["n"]),
                                    n_constant=h.get("n_constant", np.nan))
-                        if int(h["n"]) == 0:
+                        no_value = h.get("n_no_value", np.nan)
+                        no_value = int(no_value) if pd.notna(no_value) else 0
+                        if no_value > 0:
+                            row["note"] = (f"{no_value} samples left out: no value (the pointing game: the "
+                                           "explained class has no box in the image)")
+                        elif int(h["n"]) == 0:
                             row["note"] = "every map was constant (no value)"
-                        elif pd.notna(h.get("n_no_value", np.nan)) and int(h["n_no_value"]) > 0:
-                            row["note"] = (f"{int(h['n_no_value'])} samples left out: no value (the pointing game: "
-                                           "the explained class has no box in the image)")
                 rows.append(row)
     out = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     out["n"] = out["n"].astype(int)
