@@ -280,5 +280,6 @@ def load_pretrained(spec: dict, *, weights_path=None, device="cpu") -> nn.Module
 
 
 def needs_head_training(source: str) -> bool:
-    """TorchRay's VOC model already has its 20-class classifier: the head stage is skipped for it."""
+    """TorchRay's VOC model and torchvision's ImageNet model (torchvision_imagenet) keep their own classifiers: the
+    head stage is skipped for them."""
     return source == "torchvision"

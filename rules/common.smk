@@ -355,9 +355,13 @@ def example_positions():
         return list(range(min(spec, n)))
     import pandas as pd
 
-    from layersweep.data import eval_order
+    from layersweep.data import EVAL_CANDIDATE, eval_order
+    from layersweep.targets import candidates
 
-    order = eval_order(pd.read_parquet(checkpoints.crops.get(split="test").output.index), SEED)[:n]
+    index = pd.read_parquet(checkpoints.crops.get(split="test").output.index)
+    if TARGET == "top1":  # the rows the top1 index draws from (one per image in image mode)
+        index[EVAL_CANDIDATE] = candidates(index, DATA["samples"])
+    order = eval_order(index, SEED)[:n]
     where = {cid: i for i, cid in enumerate(order)}
     return sorted(where[c] for c in spec if c in where)
 

@@ -245,3 +245,17 @@ def test_data_source_and_model_must_fit():
         with pytest.raises(LayersweepError, match=pattern) as err:
             check_data_model(data, model)
         assert one_sentence(str(err.value))
+
+
+def test_torchvision_imagenet_keeps_its_1000_class_classifier_and_has_no_head_stage():
+    from layersweep.model import build_model, needs_head_training
+    from layersweep.preprocess import TORCHVISION, preprocessing_for
+
+    model = build_model("random", arch="vgg11", source="torchvision_imagenet", seed=0)
+    assert model.classifier[-1].out_features == 1000 and not model.training
+    assert not needs_head_training("torchvision_imagenet") and needs_head_training("torchvision")
+    assert preprocessing_for("torchvision_imagenet") is TORCHVISION
+    head = build_model("random", arch="vgg11", source="torchvision", seed=0)  # the VOC model: a new 20-class head
+    assert head.classifier[-1].out_features == 20
+    # same seed, same backbone: the ImageNet source only keeps the classifier it was built with
+    assert torch.equal(model.features[0].weight, head.features[0].weight)

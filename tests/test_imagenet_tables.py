@@ -5,6 +5,7 @@ VGG16 weights, 32 px, 3 images, two methods)."""
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pandas as pd
@@ -91,7 +92,9 @@ def demo_table(tmp_path_factory):
     work = _copy_project(tmp_path_factory.mktemp("imagenet-demo"))
     _use_fake_imagenet(work)
     _edit_study(work, "liftcam-imagenet", lambda c: merge(c, _demo_keys()))
+    start = time.perf_counter()
     snakemake(work, "tables/liftcam-table4.csv", timeout=1200)
+    print(f"ImageNet demo (LIFT-CAM Table 4, fake ILSVRC2012): {time.perf_counter() - start:.0f} s")
     return work
 
 
