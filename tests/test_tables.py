@@ -307,3 +307,51 @@ def test_a_synthetic_study_needs_a_voc_root_of_its_own(studies):
         check_synthetic_roots({"a": mine, "b": mine}, "resources/VOCsynthetic")
     with pytest.raises(LayersweepError, match="as the report study does"):
         check_synthetic_roots({"a": mine}, "resources/VOCsynthetic-a/")
+
+
+def test_imagenet_tables_read_their_datasets_columns_and_keep_pending_setups_empty(specs):
+    numbers = load_paper_numbers(NUMBERS)
+    spec = specs["shapcam-table3"]
+    assert spec["layers"] == {"shapcam-imagenet-pointing-vgg16": 29}  # the ResNet-18 set-up is pending
+    facts = {"shapcam-imagenet-pointing-vgg16": {"model": "vgg16 (torchvision_imagenet)",
+                                                 "methods": ["gradcam", "gradcampp", "scorecam", "shapcam"],
+                                                 "metrics": ["pointing_game", "pointing_chance", "ad", "ic"]}}
+    ours = pd.DataFrame([{**_summary("shapcam-imagenet-pointing-vgg16", "gradcam", 29, "pointing_game", 41.0),
+                          "n_no_value": 0},
+                         {**_summary("shapcam-imagenet-pointing-vgg16", "shapcam", 29, "pointing_game", 42.0, n=7),
+                          "n_no_value": 3}])
+    table = paper_table("shapcam-table3", spec, numbers, ours, facts).set_index(["paper_row", "study"])
+    assert len(table) == 4 * 2
+    vgg, resnet = "shapcam-imagenet-pointing-vgg16", "shapcam-imagenet-pointing-resnet18"
+    assert table.loc[("GradCAM", vgg), "paper"] == 39.95 and table.loc[("GradCAM", resnet), "paper"] == 40.90
+    assert table.loc[("GradCAM", vgg), "ours"] == 41.0 and table.loc[("GradCAM", vgg), "note"] == ""
+    assert "3 samples left out" in table.loc[("ShapCAM", vgg), "note"] and table.loc[("ShapCAM", vgg), "n"] == 7
+    pending = table.loc[("ShapCAM", resnet)]
+    assert math.isnan(pending["ours"]) and "waits for the graph engine" in pending["note"]
+    assert pending["model"] == "resnet18 (torchvision_imagenet)" and pending["layer"] == -1
+    assert pending["citation"].endswith("Table 3, Proportion (ILSVRC2012 val (ResNet18))")
+    md = table_markdown(spec["title"], table.reset_index())
+    assert "| ShapCAM | shapcam | shapcam-imagenet-pointing-resnet18 | resnet18 (torchvision_imagenet) | n/a | 41.28 | n/a [" in md
+    # Shap-CAM Table 1's Mask and RISE rows: methods this project does not have, NaN with a note
+    t1 = paper_table("shapcam-table1", specs["shapcam-table1"], numbers, pd.DataFrame([_summary("x", "m", 0, "ad", 1.0)]),
+                     {"shapcam-imagenet": {"model": "vgg16 (torchvision_imagenet)", "methods": ["gradcam"],
+                                           "metrics": ["ad", "ic"]}}).set_index(["paper_row", "column"])
+    assert t1.loc[("Mask", "Average Drop"), "paper"] == 63.5 and "does not run mask" in t1.loc[("Mask", "Average Drop"), "note"]
+
+
+def test_imagenet_spec_keys_are_checked(tmp_path, studies):
+    numbers = load_paper_numbers(NUMBERS)
+    base = yaml.safe_load((REPO / "config" / "tables.yaml").read_text())
+    for edit, pattern in (
+            (lambda s: s["shapcam-table3"]["pending"]["shapcam-imagenet-pointing-resnet18"].pop("note"),
+             r"key 'shapcam-table3.pending.shapcam-imagenet-pointing-resnet18' needs a 'model' and a 'note'"),
+            (lambda s: s["liftcam-table3"]["datasets"].update({"nowhere": "ImageNet"}),
+             r"key 'liftcam-table3.datasets' names the study 'nowhere'"),
+            (lambda s: s["liftcam-table3"]["datasets"].update({"liftcam-imagenet": "COCO 2017"}),
+             r"no number for LIFT-CAM Table 3, row 'Grad-CAM', column 'IC' \(COCO 2017\)")):
+        spec = yaml.safe_load(yaml.safe_dump(base, sort_keys=False))
+        edit(spec)
+        path = tmp_path / "tables.yaml"
+        path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        with pytest.raises(LayersweepError, match=pattern):
+            load_table_specs(path, studies, numbers)
