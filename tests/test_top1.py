@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from layersweep.data import EVAL_CANDIDATE, eval_order, write_split
+from layersweep.data import EVAL_CANDIDATE, eval_order, sample_boxes, write_split
 from layersweep.errors import LayersweepError
 from layersweep.metrics.summary import summarize
 from layersweep.preprocess import to_model_input
@@ -71,6 +71,8 @@ def test_top1_index_explains_each_image_once_with_its_prediction_and_its_boxes(t
                           samples="images", n_images=5, seed=0, batch_size=2)
     stored = pd.read_parquet(tmp_path / "top1.parquet")
     assert list(stored["label"]) == list(out["label"]) and list(stored["top1"]) == list(out["top1"])
+    # the boxes survive the parquet round trip, empty lists included, as the pointing game reads them
+    assert [len(b) for b in sample_boxes(stored)] == [len(b) for b in out["boxes"]]
     # rows and pixels stay as they are (the crops file is shared); one candidate row per image, its first
     assert list(out["crop_id"]) == list(index["crop_id"]) and (out["true_label"] == index["label"]).all()
     firsts = index.groupby("image_id")["crop_id"].min()
