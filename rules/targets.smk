@@ -14,7 +14,7 @@ rule top1:
         samples=DATA["samples"],
         n_images=DATA["n_images"],
         seed=SEED,
-        batch_size=METRICS["batch_size"],
+        batch_size=MODEL.get("feature_batch_size", 64),  # plain forwards, as the cached features are
         device=config["device"],
     log:
         "logs/top1/top1.log",
@@ -22,8 +22,8 @@ rule top1:
         "benchmarks/top1/top1.tsv"
     threads: 4
     resources:
-        mem_mb=scoring_mem_mb,
-        runtime=shard_runtime(0.05),
+        mem_mb=grows(4000),  # as frozen_features: one batch of plain forwards
+        runtime=grows(30),
         gpu=HEAVY_GPU,
     conda:
         ENV
