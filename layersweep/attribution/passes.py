@@ -83,7 +83,7 @@ def gradient_pass(ops: list[Op], images, targets, positions, methods: dict, *,
     One forward serves every method. Then one backward per distinct seed: the target logit (shared by
     every method without a `utility`), and du/dz for each utility; each seed's gradients are turned into
     maps and freed before the next backward. Methods naming `class_sums` / `class_grad_means` (the Hessian
-    term of ShapleyCAM, METHODS.md 1.1) get K more backwards through the same graph, one per class k with
+    term of ShapleyCAM, docs/methods.md) get K more backwards through the same graph, one per class k with
     seed e_k, each contracted at every position into <G_k, A> and mean_hw G_k before the next, so the K
     gradients dz_k/dA are never held at once (memory: one backward).
 

@@ -3,7 +3,7 @@
 Layer groups: a layer that is not a ReLU / MaxPool (a conv, a BatchNorm, the model input) starts a group,
 and the ReLUs / MaxPools right after it join it. Zeroing a channel (or a spatial position) commutes with
 ReLU and MaxPool (both channel-wise, both map 0 to 0), so within a group
-- AblationCAM's and SHAP-CAM|Pi|'s channel games are the same game (METHODS.md §0.3): they are played
+- AblationCAM's and SHAP-CAM|Pi|'s channel games are the same game (docs/methods.md, layer groups): they are played
   once per group, at its top (the last, smallest tensor: the cheapest tail), and
 - LIFT-CAM's zero reference at the group's first layer is zero at every layer of the group: one
   DeepLift backward serves the group.
@@ -173,7 +173,7 @@ def deeplift0_pass(ops, n_features, images, targets, positions: set, fns: dict, 
     """LIFT-CAM family: DeepLift contributions with the reference 0 at the layer, one backward per group.
 
     Equals captum `DeepLift(tail).attribute(A, baselines=zeros_like(A), target)` with tail = the network
-    after the layer (METHODS.md §2.1). Images are processed in chunks of `max_pairs`.
+    after the layer (LIFT-CAM, eq. 7-8). Images are processed in chunks of `max_pairs`.
     Returns ({pos: {name: map}}, {pos: {name: weights}}, logits).
     """
     store = _Store.forward(ops, images, mm_dtype)
