@@ -15,11 +15,9 @@ def study_module(study):
 
 
 def study_columns(study):
-    """{column: its metric} of the metrics a study computes (core and its metrics.compute; metric registry)."""
-    from layersweep.metrics.registry import CORE, get_metric
-
-    names = dict.fromkeys([CORE, *STUDIES[study]["metrics"].get("compute", [])])
-    return {c: name for name in names for c in get_metric(name).columns}
+    """{column: its metric} of the metrics a study computes (core and its metrics.compute)."""
+    registered = study_module(study).FACTS.metrics  # core and the study's metrics.compute, checked
+    return {c: name for name, facts in registered.items() for c in facts.columns}
 
 
 def study_metrics(study):
