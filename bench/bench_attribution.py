@@ -3,7 +3,7 @@
 Random VGG11 (20 classes), the same crops and baselines for both sides, in one process:
 - captum LayerDeepLiftShap(model, features[l]) for l = 0..20  vs  attribute_layers(..., ["deepliftshap"])
 - pytorch-grad-cam GradCAMPlusPlus(model, [features[l]])      vs  attribute_layers(..., ["gradcampp"])
-The reference libraries run on a copy of the model with ReLU(inplace=False) (see the README's note on
+The reference libraries run on a copy of the model with ReLU(inplace=False) (see docs/methods.md's note on
 in-place ReLUs). The issue's target is a ratio >= 20 for each method on this CPU.
 
     python bench/bench_attribution.py [--size 112] [--crops 4] [--baselines 4] [--threads 2]

@@ -37,7 +37,7 @@ from .errors import LayersweepError
 ASSUMED_GMAC_PER_S = {"cpu": 85.0, "cuda": 15000.0}
 ASSUMED_BACKWARD_PER_FORWARD = 2.0  # a backward to the activations ~ twice a forward (measured ~1.7-2.3 on CPU)
 # numpy's reduced SVD on one core, float32, in flops of `svd_flops` per second: measured 5-37 GFLOP/s on the
-# (H*W, C) shapes of VGG11 at 64-224 px that take over 10 ms (2-core CPU of the README); assumed at the low
+# (H*W, C) shapes of VGG11 at 64-224 px that take over 10 ms (2-core CPU of docs/benchmarks.md); assumed at the low
 # end so that a SLURM job is not killed for time
 ASSUMED_SVD_GFLOP_PER_S = 4.0
 BYTES_PER_FLOAT = 4

@@ -28,7 +28,7 @@ from pathlib import Path
 from .errors import LayersweepError
 
 CACHE_DIR = Path(".snakemake") / "layersweep-facts"
-FACTS_VERSION = 1  # bump when the facts' layout changes
+FACTS_VERSION = 2  # bump when the facts' layout changes
 # what decides `device: auto` besides the machine (layersweep.device.cuda_for_jobs reads the first)
 CUDA_ENV_KEYS = ("LAYERSWEEP_CUDA", "CUDA_VISIBLE_DEVICES")
 
@@ -51,6 +51,7 @@ class WorkflowFacts:
     metrics: dict                  # {metric: MetricFacts} of `compute`
     checkpoint_key: str            # the model.checkpoints entry of model.arch / model.source
     head_training: bool            # False for a source that brings its own classifier
+    n_layers: int                  # modules of model.arch's `features`
     gpu: int                       # the `gpu` resource of the device rules
     attribution_mem_mb: dict       # {method: MB of one attribution job, first attempt}
     attribution_runtime_min: dict  # {method: SLURM minutes of one shard, first attempt}
@@ -165,6 +166,7 @@ def compute_facts(config: dict, environ=None) -> WorkflowFacts:
         metrics={m: MetricFacts(m, dict(r.columns), tuple(r.needs), tuple(r.rescaled)) for m, r in registered.items()},
         checkpoint_key=key,
         head_training=needs_head_training(model["source"]),
+        n_layers=len(features),
         gpu=gpu_request(config["device"], environ),
         # the cost rule and fig2 size themselves as a DeepLiftShap job
         attribution_mem_mb={m: attribution_memory_mb(m, config) for m in dict.fromkeys([*methods, "deepliftshap"])},

@@ -2,16 +2,19 @@
 # studies (rules/studies.smk) and config/paper-numbers.csv.
 from layersweep.tables import load_paper_numbers, load_table_specs
 
-PAPER_NUMBERS = PROJECT_DIR / "config" / "paper-numbers.csv"
-try:
-    TABLE_SPECS = load_table_specs(PROJECT_DIR / "config" / "tables.yaml", STUDIES, load_paper_numbers(PAPER_NUMBERS))
-except LayersweepError as exc:
-    sys.exit(f"layersweep: {exc}")
 
 
 def study_module(study):
-    """The namespace of a study's module (its config, shard_ids(), ...)."""
+    """The namespace of a study's module (its config, FACTS, shard_ids(), ...)."""
     return globals()[module_name(study)]
+
+
+PAPER_NUMBERS = PROJECT_DIR / "config" / "paper-numbers.csv"
+try:
+    TABLE_SPECS = load_table_specs(PROJECT_DIR / "config" / "tables.yaml", STUDIES, load_paper_numbers(PAPER_NUMBERS),
+                                   n_layers={s: study_module(s).FACTS.n_layers for s in STUDIES})
+except LayersweepError as exc:
+    sys.exit(f"layersweep: {exc}")
 
 
 def study_columns(study):

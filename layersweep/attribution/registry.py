@@ -42,7 +42,7 @@ LAYER_KINDS = ("input", "conv", "relu", "maxpool")
 @dataclass(frozen=True)
 class Method:
     name: str
-    pass_kind: str      # "gradient" | "deeplift"
+    pass_kind: str      # one of PASSES: "gradient" | "deeplift" | "deeplift0" | "perturb"
     fn: Callable
     reference: str      # the library implementation it reproduces (for docs and error messages)
     # op kinds of the layers the method is defined at (e.g. ("conv",) for FullGrad's bias term); None = all
