@@ -5,10 +5,10 @@ Building the DAG needs a few facts that live in torch-importing modules: the reg
 (names, options, columns), the layer kinds of `model.arch` (to check each method's layers), whether the jobs of
 `device: auto` will find CUDA, and the cost model's memory and time requests. Importing torch and torchvision
 takes 5-15 s on a loaded machine, and under SLURM every job parses the workflow again. So `workflow_facts`
-computes them once per (config, layersweep source, torch version, host) and keeps them in a small pickle in
+computes them once per (config, layersweep source, torch version, GPU device files) and keeps them in a small pickle in
 the working directory's `.snakemake/`; a later parse with the same key reads the pickle and imports nothing
 heavy. Any change to a file of the `layersweep` package, to the config, to the installed torch or
-torchvision, or to the CUDA-related environment gives a new key, so a cached fact is never stale. A config
+torchvision, to the machine's NVIDIA device files or to the CUDA-related environment gives a new key, so a cached fact is never stale. A config
 that fails a check is never cached: each parse re-raises its one sentence.
 
 This module itself imports only the standard library.
@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import socket
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -78,11 +77,17 @@ def _versions() -> str:
     return ";".join(out)
 
 
+def _gpu_device_files() -> str:
+    """The NVIDIA device files of this machine: what decides whether torch finds CUDA here, for a given torch
+    build. In the key instead of the host name, so that the nodes of a cluster share one cache entry."""
+    return ",".join(sorted(p.name for p in Path("/dev").glob("nvidia[0-9]*")))
+
+
 def facts_key(config: dict, environ=None) -> str:
     environ = os.environ if environ is None else environ
     env = ";".join(f"{k}={environ.get(k, '')}" for k in CUDA_ENV_KEYS)
     parts = [str(FACTS_VERSION), repr(_sorted(config)), _package_fingerprint(), _versions(), env,
-             socket.gethostname()]
+             _gpu_device_files()]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
