@@ -111,21 +111,18 @@ def method_layers_key(attribution: dict, method: str) -> tuple[str, object]:
     return "attribution.layers", attribution["layers"]
 
 
-def check_method_layers(attribution: dict, method: str, features) -> list[int]:
-    """The layer indices `method` runs at, for a model whose `features` (an nn.Sequential: model.arch's) are
-    given, before anything runs: each index must exist in the arch, and be a layer the method is defined at
+def check_method_layers(attribution: dict, method: str, table) -> list[int]:
+    """The site indices `method` runs at, for model.arch's site table (`attribution.sites.arch_site_table`),
+    before anything runs: each site must exist in the arch, and be one the method is defined at
     (`layer_kinds` of its registry entry, e.g. FullGrad's conv layers). Otherwise one sentence naming the
     config key and the value."""
-    from .attribution.engine import unsupported_layer
-    from .attribution.network import _feature_op
+    from .attribution.engine import unsupported_site
     from .attribution.registry import get_method
-    from .layers import parse_layers
 
     key, value = method_layers_key(attribution, method)
-    layers = parse_layers(value, len(features), key=key)
+    layers = table.resolve(value, key=key)
     m = get_method(method)
-    ops = [_feature_op(i, module) for i, module in enumerate(features.eval())]  # BatchNorm as the engine runs it
-    bad = unsupported_layer(m, layers, ops, attribution.get("attribute_to", "output"))
+    bad = unsupported_site(m, table.graph, table, layers, attribution.get("attribute_to", "output"))
     if bad is not None:
         layer, tensor = bad
         where = (f"list only such layers in '{key}'" if key != "attribution.layers"

@@ -2,7 +2,7 @@
 workflow does not import torch.
 
 Building the DAG needs a few facts that live in torch-importing modules: the registered methods and metrics
-(names, options, columns), the layer kinds of `model.arch` (to check each method's layers), whether the jobs of
+(names, options, columns), the layers (sites) of `model.arch` (to check each method's layers), whether the jobs of
 `device: auto` will find CUDA, and the cost model's memory and time requests. Importing torch and torchvision
 takes 5-15 s on a loaded machine, and under SLURM every job parses the workflow again. So `workflow_facts`
 computes them once per (config, layersweep source, torch version, GPU device files) and keeps them in a small pickle in
@@ -27,7 +27,7 @@ from pathlib import Path
 from .errors import LayersweepError
 
 CACHE_DIR = Path(".snakemake") / "layersweep-facts"
-FACTS_VERSION = 2  # bump when the facts' layout changes
+FACTS_VERSION = 3  # bump when the facts' layout changes
 # what decides `device: auto` besides the machine (layersweep.device.cuda_for_jobs reads the first)
 CUDA_ENV_KEYS = ("LAYERSWEEP_CUDA", "CUDA_VISIBLE_DEVICES")
 
@@ -50,7 +50,6 @@ class WorkflowFacts:
     metrics: dict                  # {metric: MetricFacts} of `compute`
     checkpoint_key: str            # the model.checkpoints entry of model.arch / model.source
     head_training: bool            # False for a source that brings its own classifier
-    n_layers: int                  # modules of model.arch's `features`
     gpu: int                       # the `gpu` resource of the device rules
     attribution_mem_mb: dict       # {method: MB of one attribution job, first attempt}
     attribution_runtime_min: dict  # {method: SLURM minutes of one shard, first attempt}
@@ -129,9 +128,9 @@ def compute_facts(config: dict, environ=None) -> WorkflowFacts:
     from .config import check_method_layers
     from .cost import added_metric_minutes, attribution_memory_mb, attribution_runtime_min
     from .device import gpu_request
-    from .layers import parse_layers
     from .metrics.registry import check_compute, configured_options, get_metric
-    from .model import build_features, check_arch, checkpoint_key, needs_head_training
+    from .attribution.sites import arch_site_table
+    from .model import check_arch, checkpoint_key, needs_head_training
 
     data, model, attribution, metrics = config["data"], config["model"], config["attribution"], config["metrics"]
     known = available_methods()
@@ -150,12 +149,13 @@ def compute_facts(config: dict, environ=None) -> WorkflowFacts:
     metric_options = {m: configured_options(m, metrics) for m in compute}
 
     check_arch(model["arch"], model["source"])
-    features = build_features(model["arch"], model["source"])  # the layer indices and kinds of model.arch
-    parse_layers(attribution["layers"], len(features))
-    parse_layers(config["figures"]["fig3_layers"], len(features), key="figures.fig3_layers")
+    sites = arch_site_table(model["arch"], model["source"])  # the sites of model.arch (meta device: no weights)
+    sites.resolve(attribution["layers"])
+    sites.resolve(config["figures"]["fig3_layers"], key="figures.fig3_layers")
+    sites.resolve([config["figures"].get("fig2_layer", 18)], key="figures.fig2_layer")
     # each method's own layers (or attribution.layers), also of a method not run that lists its own
     for method in methods + sorted(m for m, o in attribution["options"].items() if "layers" in o and m not in methods):
-        check_method_layers(attribution, method, features)
+        check_method_layers(attribution, method, sites)
     key = checkpoint_key(model["arch"], model["source"])
     if model["init"] == "imagenet" and not model.get("weights") and key not in model["checkpoints"]:
         raise LayersweepError(f"config key 'model.checkpoints' has no entry '{key}' (file, sha256_prefix, mirrors) "
@@ -171,7 +171,6 @@ def compute_facts(config: dict, environ=None) -> WorkflowFacts:
         metrics={m: MetricFacts(m, dict(r.columns), tuple(r.needs), tuple(r.rescaled)) for m, r in registered.items()},
         checkpoint_key=key,
         head_training=needs_head_training(model["source"]),
-        n_layers=len(features),
         gpu=gpu_request(config["device"], environ),
         # the cost rule and fig2 size themselves as a DeepLiftShap job
         attribution_mem_mb={m: attribution_memory_mb(m, config) for m in dict.fromkeys([*methods, "deepliftshap"])},

@@ -10,6 +10,7 @@ rule fig2:
         model=MODEL_SPEC,
         plot=plot_params(),
         example_crops=canonical(FIGURES["example_crops"]),
+        layer=FIGURES.get("fig2_layer", 18),
         seed=SEED,
         n_baselines=ATTR["n_baselines"],
         max_pairs=ATTR["max_pairs"],
@@ -167,6 +168,7 @@ rule atlas:
         example_crops=canonical(FIGURES["example_crops"]),
         seed=SEED,
         methods=METHODS,
+        arch=ARCH,
     log:
         "logs/figures/atlas.log",
     group:

@@ -11,8 +11,7 @@ def study_module(study):
 
 PAPER_NUMBERS = PROJECT_DIR / "config" / "paper-numbers.csv"
 try:
-    TABLE_SPECS = load_table_specs(PROJECT_DIR / "config" / "tables.yaml", STUDIES, load_paper_numbers(PAPER_NUMBERS),
-                                   n_layers={s: study_module(s).FACTS.n_layers for s in STUDIES})
+    TABLE_SPECS = load_table_specs(PROJECT_DIR / "config" / "tables.yaml", STUDIES, load_paper_numbers(PAPER_NUMBERS))
 except LayersweepError as exc:
     sys.exit(f"layersweep: {exc}")
 

@@ -50,26 +50,21 @@ def paper_number(numbers: pd.DataFrame, spec: dict, row: str, metric: str) -> pd
     return hit.iloc[0]
 
 
-def _layer_index(value, study: str, cfg: dict, where: str, n: int | None = None) -> int:
-    """The index of layer `value` of the study's arch, which has `n` layers (counted here when not given)."""
-    from ..layers import parse_layers
+def _layer_index(value, study: str, cfg: dict, where: str) -> int:
+    from ..attribution.sites import arch_site_table
 
-    if n is None:
-        from ..model import build_features
-
-        n = len(build_features(cfg["model"]["arch"], cfg["model"]["source"]))
-    (layer,) = parse_layers([value], n, key=where)
-    configured = parse_layers(cfg["attribution"]["layers"], n)
+    sites = arch_site_table(cfg["model"]["arch"], cfg["model"]["source"])
+    (layer,) = sites.resolve([value], key=where)
+    configured = sites.resolve(cfg["attribution"]["layers"])
     if layer not in configured:
         raise LayersweepError(f"config/tables.yaml key '{where}' is layer {layer}, which study '{study}' does not "
                               f"compute (its attribution.layers: {cfg['attribution']['layers']}).")
     return layer
 
 
-def load_table_specs(path, studies: dict, numbers: pd.DataFrame, n_layers: dict | None = None) -> dict:
+def load_table_specs(path, studies: dict, numbers: pd.DataFrame) -> dict:
     """{table name: spec} with each study's layer resolved to an index (`layers`) and every paper number
-    looked up. `studies`: {name: full study config}; `n_layers`: {name: layers of its arch}, when the caller
-    knows them (the workflow does, without importing torch), else counted from the arch."""
+    looked up. `studies`: {name: full study config}."""
     try:
         specs = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
@@ -84,8 +79,7 @@ def load_table_specs(path, studies: dict, numbers: pd.DataFrame, n_layers: dict 
             if study not in studies:
                 raise LayersweepError(f"{path} key '{name}.layers' names the study '{study}', which has no "
                                       f"config/studies/{study}.yaml.")
-        spec["layers"] = {s: _layer_index(v, s, studies[s], f"{name}.layers.{s}", (n_layers or {}).get(s))
-                          for s, v in spec["layers"].items()}
+        spec["layers"] = {s: _layer_index(v, s, studies[s], f"{name}.layers.{s}") for s, v in spec["layers"].items()}
         for row, cell in spec["rows"].items():
             if not isinstance(cell, dict) or "method" not in cell or not cell.get("studies"):
                 raise LayersweepError(f"{path} key '{name}.rows.{row}' needs a 'method' and a list 'studies'.")
