@@ -9,7 +9,7 @@ Scoring drift is measured on the float32 maps (so it is the drift of the scoring
 drift on the maps of the same crops computed in each precision.
 
     .venv/bin/python bench/bench_precision_drift.py --data demo     # synthetic demo VOC (written to a tmp dir)
-    .venv/bin/python bench/bench_precision_drift.py --data voc      # ../shared/fixtures/voc2007-sample photos
+    .venv/bin/python bench/bench_precision_drift.py --data voc --voc-root /data/voc2007  # real VOC photos
 
 The model is torchvision's VGG11 with a 20-class head, seeded random weights (this machine has no network
 for the ImageNet weights); `--weights` takes a local vgg11-8a719046.pth.
@@ -33,16 +33,17 @@ from layersweep.data import build_split
 from layersweep.metrics import score_shard
 from layersweep.preprocess import to_model_input
 
-ROOT = Path(__file__).resolve().parents[1]
-VOC_SAMPLE = ROOT.parent / "shared" / "fixtures" / "voc2007-sample" / "VOCdevkit" / "VOC2007"
 METRICS = ["ad", "ic", "add", "deletion_auc", "insertion_auc"]
 
 
-def load_crops(which: str, size: int, n: int):
+def load_crops(which: str, size: int, n: int, voc_root: str | None = None):
     if which == "voc":
-        if not VOC_SAMPLE.exists():
-            raise SystemExit(f"{VOC_SAMPLE} is absent (it ships in ../shared, next to the repo).")
-        parts = [build_split(VOC_SAMPLE, s, size, progress=False) for s in ("test", "trainval")]
+        if voc_root is None:
+            raise SystemExit("--data voc needs --voc-root, the directory holding VOCdevkit/VOC2007.")
+        voc = Path(voc_root) / "VOCdevkit" / "VOC2007"
+        if not voc.is_dir():
+            raise SystemExit(f"--voc-root {voc_root} has no VOCdevkit/VOC2007 directory.")
+        parts = [build_split(voc, s, size, progress=False) for s in ("test", "trainval")]
     else:
         from layersweep.synthetic import write_synthetic_voc
 
@@ -79,6 +80,7 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", choices=["demo", "voc"], default="demo")
+    ap.add_argument("--voc-root", default=None, help="with --data voc: the directory holding VOCdevkit/VOC2007")
     ap.add_argument("--size", type=int, default=112)
     ap.add_argument("--crops", type=int, default=8)
     ap.add_argument("--layers", default="2,7,12,17,20")
@@ -93,7 +95,7 @@ def main(argv=None):
     layers = [int(v) for v in args.layers.split(",")]
     methods = args.methods.split(",")
     reduced = args.precisions.split(",")
-    crops, labels, base = load_crops(args.data, args.size, args.crops)
+    crops, labels, base = load_crops(args.data, args.size, args.crops, args.voc_root)
     model = make_model(args.weights, args.head_scale)
     x, b, t = to_model_input(crops), to_model_input(base), torch.as_tensor(labels)
     print(f"# precision drift: {args.data} data, {len(crops)} crops at {args.size} px, VGG11 "

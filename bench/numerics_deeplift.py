@@ -1,4 +1,4 @@
-"""float32 vs float64 gap of the DeepLift-family maps, per layer (README: Numerics).
+"""float32 vs float64 gap of the DeepLift-family maps, per layer (docs/methods.md: float32 vs float64).
 
 Relative max-norm gap max|m32 - m64| / max|m64| per layer, for deepliftshap and liftcam, on torchvision's
 VGG11 (ImageNet weights when cached, else random with non-zero biases) with a 20-class head.

@@ -33,12 +33,12 @@ from torch import nn
 
 from .errors import LayersweepError
 
-# Throughput assumed for resource requests: 2-core CPU measured here (VGG11 at 224 px, batch 4: see README);
-# CUDA: an assumed sustained 15 TMAC/s in float32 (METHODS.md §6: ~2,000 VGG11 forwards/s).
+# Throughput assumed for resource requests: 2-core CPU measured here (VGG11 at 224 px, batch 4: see docs/cost.md);
+# CUDA: an assumed sustained 15 TMAC/s in float32 (~2,000 VGG11 forwards/s on a modern GPU; docs/cost.md).
 ASSUMED_GMAC_PER_S = {"cpu": 85.0, "cuda": 15000.0}
 ASSUMED_BACKWARD_PER_FORWARD = 2.0  # a backward to the activations ~ twice a forward (measured ~1.7-2.3 on CPU)
 # numpy's reduced SVD on one core, float32, in flops of `svd_flops` per second: measured 5-37 GFLOP/s on the
-# (H*W, C) shapes of VGG11 at 64-224 px that take over 10 ms (2-core CPU of the README); assumed at the low
+# (H*W, C) shapes of VGG11 at 64-224 px that take over 10 ms (2-core CPU of docs/benchmarks.md); assumed at the low
 # end so that a SLURM job is not killed for time
 ASSUMED_SVD_GFLOP_PER_S = 4.0
 BYTES_PER_FLOAT = 4
@@ -206,7 +206,7 @@ def tail_per_channel_ordering(facts: LayerFacts, options: dict) -> Work:
 def tail_per_position_permutation(facts: LayerFacts, options: dict) -> Work:
     """Shap-CAM: `permutations` x H*W prefix coalitions + the empty one, from the layer itself. Every layer plays
     its own game (the engine keys its orderings by layer: under `absent: mean` a conv's and its ReLU's games
-    differ), so nothing is shared within a group, unlike METHODS.md §6's 80,359·K."""
+    differ), so nothing is shared within a group, unlike a count that shares a conv's and its ReLU's game (80,359·K; docs/cost.md)."""
     return Work(forwards=(_count(options, "permutations") * facts.positions + 1) * facts.tail_share)
 
 
@@ -246,7 +246,7 @@ DEFAULT_LAYER_COST = {
 
 
 # The issue's perturbation methods, for as long as their files declare no `cost=` (they were written in
-# parallel with this model): the formulas of METHODS.md §6. A method file's own `cost` always wins.
+# parallel with this model): the formulas of docs/cost.md. A method file's own `cost` always wins.
 ISSUE_METHOD_COSTS = {
     "ablationcam": tail_per_channel,
     "shapcam_pi": tail_per_channel_ordering,

@@ -14,8 +14,9 @@ def cuda_for_jobs(env=None) -> bool:
 
     $LAYERSWEEP_CUDA, when set to 1 or 0, is the answer: tests fake either kind of machine with it, and on a
     cluster whose login node has no GPU, `LAYERSWEEP_CUDA=1` makes `auto` jobs ask the scheduler for one.
-    Otherwise this machine decides, with the check `resolve_device('auto')` makes in the job itself
-    (torch is imported by the DAG anyway, for the method registry).
+    Otherwise this machine decides, with the check `resolve_device('auto')` makes in the job itself. The
+    workflow asks once per set of GPU device files and CUDA environment and caches the answer
+    (layersweep.dagfacts), so a parse does not import torch for it.
     """
     env = os.environ if env is None else env
     value = env.get(CUDA_ENV, "").strip()

@@ -65,7 +65,7 @@ def amp_dtype(precision: str, device: torch.device, key: str = "precision") -> t
 
 
 def wants_channels_last(dtype: torch.dtype | None, device: torch.device) -> bool:
-    """channels_last where it is faster (README's measurements): reduced precision on CUDA, bf16 on the CPU.
+    """channels_last where it is faster (docs/gpu-and-precision.md's measurements): reduced precision on CUDA, bf16 on the CPU.
     float32 keeps the default layout so that its results stay bit-identical to the plain model's."""
     if dtype is None:
         return False

@@ -8,11 +8,13 @@ the report study's defaults cannot silently change a paper's set-up.
 from __future__ import annotations
 
 import copy
+import os
 import re
 from pathlib import Path
 
 import yaml
 
+from .config import load_yaml
 from .errors import LayersweepError
 
 # What defines a set-up: every study file states these itself.
@@ -37,7 +39,7 @@ def merge(base: dict, over: dict) -> dict:
 
 def _read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except FileNotFoundError:
         raise LayersweepError(f"the study config '{path}' does not exist.") from None
     except yaml.YAMLError as exc:
@@ -117,3 +119,29 @@ def check_synthetic_roots(studies: dict, main_root: str) -> None:
             raise LayersweepError(f"the study config 'config/studies/{name}.yaml' writes its synthetic VOC to "
                                   f"data.voc_root '{root}', as {taken[root]} does; give it a directory of its own.")
         taken[root] = f"study '{name}'"
+
+
+# the rules of rules/tables.smk: a job of one of them needs the studies too
+TABLE_RULES = ("tables", "paper_table", "table_cosine")
+LOAD_STUDIES_ENV = "LAYERSWEEP_STUDIES"
+
+
+def studies_requested(argv: list[str], names, environ=None) -> bool:
+    """Whether the snakemake command line `argv` asks for something of the studies: a target below studies/
+    or tables/ (or the rule `tables`), or, as a cluster job runs, `--target-jobs` of a study's or a table's
+    rule. Parsing a study's module costs as much as the report study's whole workflow, so the Snakefile loads
+    the modules only then. $LAYERSWEEP_STUDIES=1 loads them whatever the command (e.g. for --list-rules)."""
+    environ = os.environ if environ is None else environ
+    if environ.get(LOAD_STUDIES_ENV, "").strip() == "1":
+        return True
+    rule_prefixes = tuple(f"{module_name(n)}_" for n in names)
+    for arg in argv:
+        path = arg[2:] if arg.startswith("./") else arg
+        if os.path.isabs(path):
+            path = os.path.relpath(path)
+        if path == "tables" or path.startswith(("studies/", "tables/")):
+            return True
+        rule = arg.split(":", 1)[0] if ":" in arg else None  # --target-jobs 'rule:wildcard=value,...'
+        if rule and (rule in TABLE_RULES or rule.startswith(rule_prefixes)):
+            return True
+    return False

@@ -3,13 +3,7 @@
 
 rule attribution:
     input:
-        **eval_files(),
-        train_crops="results/data/train_crops.npy",
-        train_index="results/data/train.parquet",
-        val_crops="results/data/val_crops.npy",
-        val_index="results/data/val.parquet",
-        weights=weights_file(),
-        **MODEL_FILES,
+        **model_inputs(),
     output:
         "results/attributions/{method}/shard-{k}.npz",
     params:
@@ -36,8 +30,6 @@ rule attribution:
         mem_mb=attribution_mem_mb,
         runtime=attribution_runtime,
         gpu=HEAVY_GPU,
-    conda:
-        ENV
     script:
         "../scripts/attribution.py"
 
@@ -61,10 +53,8 @@ rule cost:
         "logs/cost.log",
     threads: 4
     resources:
-        mem_mb=lambda wildcards, attempt: attribution_mem_mb(wildcards, attempt),
+        mem_mb=attribution_mem_mb,
         runtime=grows(10),
         gpu=HEAVY_GPU,
-    conda:
-        ENV
     script:
         "../scripts/cost.py"

@@ -21,9 +21,7 @@ checkpoint crops:
         bench_of("crops", "split")
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: int((1000 + 8000 * (DATA["crop_size"] / 224) ** 2) * attempt),
-        runtime=lambda wc, attempt: 30 * attempt,
-    conda:
-        ENV
+        mem_mb=crops_mem_mb,
+        runtime=grows(30),
     script:
         "../scripts/crops.py"

@@ -12,8 +12,6 @@ rule download_voc:
     resources:
         mem_mb=grows(500),
         runtime=grows(120),
-    conda:
-        ENV
     script:
         "../scripts/download_voc.py"
 
@@ -29,8 +27,6 @@ rule extract_voc:
     resources:
         mem_mb=grows(500),
         runtime=grows(60),
-    conda:
-        ENV
     script:
         "../scripts/extract_voc.py"
 
@@ -46,8 +42,6 @@ rule download_weights:
     resources:
         mem_mb=grows(500),
         runtime=grows(30),
-    conda:
-        ENV
     script:
         "../scripts/download_weights.py"
 
@@ -63,7 +57,5 @@ rule synthetic_voc:
     resources:
         mem_mb=grows(1000),
         runtime=grows(10),
-    conda:
-        ENV
     script:
         "../scripts/synthetic_voc.py"

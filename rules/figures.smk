@@ -3,13 +3,7 @@
 
 rule fig2:
     input:
-        **eval_files(),
-        train_crops="results/data/train_crops.npy",
-        train_index="results/data/train.parquet",
-        val_crops="results/data/val_crops.npy",
-        val_index="results/data/val.parquet",
-        weights=weights_file(),
-        **MODEL_FILES,
+        **model_inputs(),
     output:
         **figure_outputs(2),
     params:
@@ -28,8 +22,6 @@ rule fig2:
         mem_mb=attribution_mem_mb,
         runtime=grows(30),
         gpu=HEAVY_GPU,
-    conda:
-        ENV
     script:
         "../scripts/fig2.py"
 
@@ -51,10 +43,7 @@ rule fig3:
         "summaries"
     threads: 1
     resources:
-        mem_mb=grows(1000),
-        runtime=grows(5),
-    conda:
-        ENV
+        **SMALL_JOB,
     script:
         "../scripts/fig3.py"
 
@@ -71,10 +60,7 @@ rule fig4:
         "summaries"
     threads: 1
     resources:
-        mem_mb=grows(1000),
-        runtime=grows(5),
-    conda:
-        ENV
+        **SMALL_JOB,
     script:
         "../scripts/fig4.py"
 
@@ -95,10 +81,7 @@ rule fig5:
         "summaries"
     threads: 1
     resources:
-        mem_mb=grows(1000),
-        runtime=grows(5),
-    conda:
-        ENV
+        **SMALL_JOB,
     script:
         "../scripts/fig5_fig6.py"
 
@@ -120,10 +103,7 @@ rule fig6:
         "summaries"
     threads: 1
     resources:
-        mem_mb=grows(1000),
-        runtime=grows(5),
-    conda:
-        ENV
+        **SMALL_JOB,
     script:
         "../scripts/fig5_fig6.py"
 
@@ -146,10 +126,7 @@ if COMPARE:  # figures.compare null: no fig7, no paired differences
             "summaries"
         threads: 1
         resources:
-            mem_mb=grows(1000),
-            runtime=grows(5),
-        conda:
-            ENV
+            **SMALL_JOB,
         script:
             "../scripts/fig7.py"
 
@@ -171,10 +148,7 @@ rule fig8:
         "summaries"
     threads: 1
     resources:
-        mem_mb=grows(1000),
-        runtime=grows(5),
-    conda:
-        ENV
+        **SMALL_JOB,
     script:
         "../scripts/fig8.py"
 
@@ -203,7 +177,5 @@ rule atlas:
     resources:
         mem_mb=grows(2000),
         runtime=grows(15),
-    conda:
-        ENV
     script:
         "../scripts/atlas.py"

@@ -20,8 +20,6 @@ rule metric:
         mem_mb=scoring_mem_mb,
         runtime=metric_runtime,
         gpu=HEAVY_GPU,
-    conda:
-        ENV
     script:
         "../scripts/metric.py"
 
@@ -60,8 +58,6 @@ rule summary_metric:
     resources:
         mem_mb=grows(2000),
         runtime=grows(10),
-    conda:
-        ENV
     script:
         "../scripts/summary.py"
 
@@ -91,8 +87,6 @@ if COMPARE:  # figures.compare null: no fig7, no paired differences
         resources:
             mem_mb=grows(2000),
             runtime=grows(10),
-        conda:
-            ENV
         script:
             "../scripts/paired_difference.py"
 
@@ -109,9 +103,6 @@ rule summary:
         "summaries"
     threads: 1
     resources:
-        mem_mb=grows(1000),
-        runtime=grows(5),
-    conda:
-        ENV
+        **SMALL_JOB,
     script:
         "../scripts/concat_tables.py"

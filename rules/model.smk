@@ -18,13 +18,11 @@ rule frozen_features:
         bench_of("frozen_features", "train", "split")
     threads: 4
     resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
+        mem_mb=grows(4000),
+        runtime=grows(60),
         gpu=HEAVY_GPU,
     wildcard_constraints:
         train="head|classifier",
-    conda:
-        ENV
     script:
         "../scripts/frozen_features.py"
 
@@ -52,10 +50,8 @@ rule train_head:
         "benchmarks/train_head/train_head.tsv"
     threads: 2
     resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 30 * attempt,
+        mem_mb=grows(4000),
+        runtime=grows(30),
         gpu=HEAVY_GPU,
-    conda:
-        ENV
     script:
         "../scripts/train_head.py"

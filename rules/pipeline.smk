@@ -1,9 +1,11 @@
-# The pipeline of one study: config checks, wildcard constraints and every stage's rules. The Snakefile includes
+# The pipeline of one study: config checks, paths, resources, wildcard constraints and every stage's rules. The Snakefile includes
 # it for the report's study (today's paths), and rules/studies.smk loads it once per config/studies/*.yaml as a
 # module (its own config, its outputs below studies/<name>/).
 
 
-include: "common.smk"
+include: "checks.smk"
+include: "paths.smk"
+include: "resources.smk"
 
 
 wildcard_constraints:
@@ -23,3 +25,5 @@ include: "model.smk"
 include: "attribution.smk"
 include: "metrics.smk"
 include: "figures.smk"
+
+use_the_conda_env(workflow.rules)

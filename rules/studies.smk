@@ -2,10 +2,15 @@
 # same pipeline (rules/pipeline.smk) as a module whose rules are named <name>_* (dashes as underscores) and whose
 # results/, figures/, logs/ and benchmarks/ live below studies/<name>/. resources/ (VOC archives, weights) stays
 # shared: the downloads are the report study's rules, so a study's own download rules are not imported.
+#
+# The study files are always read and checked (cheap: a bad one stops every command with one sentence), but a
+# study's module, which costs as much to parse as the report study's workflow, is loaded only when the command
+# asks for something below studies/ or tables/ (layersweep.studies.studies_requested).
 import os
 from pathlib import Path
 
-from layersweep.studies import check_synthetic_roots, load_studies, module_name, replace_prefix, study_prefix
+from layersweep.studies import (check_synthetic_roots, load_studies, module_name, replace_prefix, studies_requested,
+                                study_prefix)
 
 # the project's files, wherever Snakemake runs (--directory elsewhere: the SLURM profile test); relative to the
 # working directory, so that messages name them as the user sees them (config/studies/x.yaml)
@@ -18,7 +23,9 @@ try:
 except LayersweepError as exc:
     sys.exit(f"layersweep: {exc}")
 
-for STUDY_NAME, STUDY_CONFIG in STUDIES.items():
+LOAD_STUDIES = studies_requested(sys.argv[1:], STUDIES)
+
+for STUDY_NAME, STUDY_CONFIG in (STUDIES.items() if LOAD_STUDIES else []):
     STUDY_MODULE = module_name(STUDY_NAME)
     STUDY_RULES = f"{STUDY_MODULE}_"
 

@@ -30,8 +30,6 @@ rule table_cosine:
     resources:
         mem_mb=grows(2000),
         runtime=grows(10),
-    conda:
-        ENV
     script:
         "../scripts/table_cosine.py"
 
@@ -58,9 +56,9 @@ rule paper_table:
         "logs/tables/{table}.log",
     threads: 1
     resources:
-        mem_mb=grows(1000),
-        runtime=grows(5),
-    conda:
-        ENV
+        **SMALL_JOB,
     script:
         "../scripts/paper_table.py"
+
+
+use_the_conda_env(workflow.rules)

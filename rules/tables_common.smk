@@ -2,6 +2,13 @@
 # studies (rules/studies.smk) and config/paper-numbers.csv.
 from layersweep.tables import load_paper_numbers, load_table_specs
 
+
+
+def study_module(study):
+    """The namespace of a study's module (its config, FACTS, shard_ids(), ...)."""
+    return globals()[module_name(study)]
+
+
 PAPER_NUMBERS = PROJECT_DIR / "config" / "paper-numbers.csv"
 try:
     TABLE_SPECS = load_table_specs(PROJECT_DIR / "config" / "tables.yaml", STUDIES, load_paper_numbers(PAPER_NUMBERS))
@@ -9,17 +16,10 @@ except LayersweepError as exc:
     sys.exit(f"layersweep: {exc}")
 
 
-def study_module(study):
-    """The namespace of a study's module (its config, shard_ids(), ...)."""
-    return globals()[module_name(study)]
-
-
 def study_columns(study):
-    """{column: its metric} of the metrics a study computes (core and its metrics.compute; metric registry)."""
-    from layersweep.metrics.registry import CORE, get_metric
-
-    names = dict.fromkeys([CORE, *STUDIES[study]["metrics"].get("compute", [])])
-    return {c: name for name in names for c in get_metric(name).columns}
+    """{column: its metric} of the metrics a study computes (core and its metrics.compute)."""
+    registered = study_module(study).FACTS.metrics  # core and the study's metrics.compute, checked
+    return {c: name for name, facts in registered.items() for c in facts.columns}
 
 
 def study_metrics(study):

@@ -1,7 +1,7 @@
 """Parity of the shared-pass engine with the reference libraries, layer by layer, on VGG11.
 
 References: captum's LayerDeepLiftShap / DeepLiftShap and pytorch-grad-cam's CAMs, each called once per
-layer on a copy of the model with ReLU(inplace=False) (see the in-place note in the README). The engine
+layer on a copy of the model with ReLU(inplace=False) (see the in-place note in docs/methods.md). The engine
 runs on the original model (inplace=True ReLUs), which it must neither need nor change.
 
 The per-layer sweep uses torchvision's VGG11 `features` (the 21 layers under test) and avgpool with the

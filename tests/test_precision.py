@@ -280,7 +280,7 @@ def test_ranks_of_bf16_maps_come_from_float32_values_in_stable_pixel_order():
 
 
 # ------------------------------------------------------------------------------------------------ drift bounds
-# README "Reduced precision: measured drift" documents these bounds for bf16 (measured maxima with margin).
+# docs/gpu-and-precision.md "Reduced precision: measured drift" documents these bounds for bf16 (measured maxima with margin).
 BF16_BOUNDS = {"ad": 1.0, "deletion_auc": 1e-3, "insertion_auc": 1e-3}  # max |per-crop diff|
 BF16_IC_FLIP_GAP = 0.05  # an IC indicator flips only where |O - Y| / Y is below this (a near-tie)
 BF16_SPEARMAN = {"gradcampp": 0.9, "deepliftshap": 0.75}  # min rank correlation of a map with float32

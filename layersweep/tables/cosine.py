@@ -1,6 +1,6 @@
 """LIFT-CAM Table 2: the cosine similarity of a method's channel weights alpha^m with a reference's (SHAP-CAM
 with many orderings), per (image, layer): alpha^m . alpha^ref / (|alpha^m| |alpha^ref|), NaN when a norm is 0;
-then the mean over images with a percentile-bootstrap CI (METHODS.md section 4.4).
+then the mean over images with a percentile-bootstrap CI (docs/studies.md).
 
 The weights are the `weights_{layer}` arrays of the attribution shards (attribution.store_weights); a method
 and its reference are matched by crop id, so the two studies must evaluate the same samples (same data keys

@@ -30,7 +30,7 @@ def first_component_projection(matrices: torch.Tensor) -> torch.Tensor:
       whereas a C-ordered copy of the transpose would be summed row by row and round differently;
     - `full_matrices=False`: the library's first right singular vector, sign included (checked map by map in
       tests/test_methods_eigen_sign.py), without its full U, which is (H*W)^2: 10 GB at 224 px. torch's SVD
-      or an eigendecomposition of X^T X often flip the sign (METHODS.md 1.6).
+      or an eigendecomposition of X^T X often flip the sign (docs/methods.md, EigenCAM's sign).
     """
     m = matrices.detach().cpu()
     if m.dtype not in (torch.float32, torch.float64):

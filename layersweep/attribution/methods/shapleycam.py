@@ -4,7 +4,7 @@
     w = mean_hw(grad - hvp / 2),  grad = du/dA,  hvp = (d^2u/dA^2) A,  cam = sum_c w_c A_c.
 
 VGG is piecewise linear (autograd's second derivative of ReLU and max-pool is 0), so with G_k = dz_k/dA
-(METHODS.md 1.1): grad = sum_k (du/dz)_k G_k and hvp = sum_k (H s)_k G_k, with H = d^2u/dz^2 and
+(docs/methods.md, ShapleyCAM): grad = sum_k (du/dz)_k G_k and hvp = sum_k (H s)_k G_k, with H = d^2u/dz^2 and
 s_k = <G_k, A>. So w = sum_k c_k mean_hw(G_k) with c = du/dz - H s / 2. The pass supplies s
 (`class_sums`) and mean_hw(G_k) (`class_grad_means`) from one backward per class; du/dz and H s come from
 autograd on the (B, K) logits.
