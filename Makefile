@@ -6,7 +6,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: demo demo-metrics test test-slurm bench clean
+.PHONY: demo demo-metrics demo-resnet18 test test-slurm bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 # the demo plus every metric of the crop mode on two methods (fig8 draws all but core)
 demo-metrics: $(STAMP)
 	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/demo.yaml config/demo-metrics.yaml --workflow-profile profiles/default
+
+# the report study's sweep on a ResNet-18 (random weights): the stem, every node of one block, every block
+demo-resnet18: $(STAMP)
+	$(VENV)/bin/snakemake --cores $(CORES) --max-threads 1 --configfile config/demo-resnet18.yaml --workflow-profile profiles/default
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q

@@ -36,9 +36,31 @@ def check_config(config: dict, schema_path: str | Path) -> None:
         raise LayersweepError(f"config section '{_key(error.absolute_path)}' has an unknown key: {error.message}.")
     else:
         raise LayersweepError(f"config key '{_key(error.absolute_path)}' is invalid: {error.message}.")
+    from .archs import ARCH_NAMES  # torch-free: this runs when Snakemake parses the workflow
+    arch = config.get("model", {}).get("arch", "vgg11")
+    if arch not in ARCH_NAMES:
+        raise LayersweepError(f"config key 'model.arch' is invalid: {arch!r} is not one of {', '.join(ARCH_NAMES)} "
+                              "(docs/architectures.md).")
     data = config["data"]
     if data.get("synthetic") and not data.get("voc_root"):
         raise LayersweepError("config key 'data.synthetic' needs 'data.voc_root' to say where the synthetic VOC is written.")
+    check_data_model(data, config["model"])
+
+
+def check_data_model(data: dict, model: dict) -> None:
+    """The data source, the explained class and the model must fit: ImageNet labels are classes of a 1,000-class
+    model, VOC labels of a 20-class one."""
+    source, model_source = data.get("source", "voc"), model.get("source", "torchvision")
+    if source == "imagenet":
+        if model_source != "torchvision_imagenet":
+            raise LayersweepError(f"config key 'data.source' is imagenet but 'model.source' is {model_source}, a VOC "
+                                  "model; set model.source to torchvision_imagenet (the 1,000-class ImageNet model).")
+        if data.get("samples", "crops") != "images":
+            raise LayersweepError("config key 'data.source' is imagenet, whose samples are whole images; set "
+                                  "'data.samples: images'.")
+    elif model_source == "torchvision_imagenet" and data.get("target", "label") == "label":
+        raise LayersweepError("config key 'model.source' is torchvision_imagenet (1,000 ImageNet classes) but the VOC "
+                              "labels are 20 VOC classes; set 'data.target: top1' to explain the model's prediction.")
 
 
 def canonical(value):
@@ -103,21 +125,18 @@ def method_layers_key(attribution: dict, method: str) -> tuple[str, object]:
     return "attribution.layers", attribution["layers"]
 
 
-def check_method_layers(attribution: dict, method: str, features) -> list[int]:
-    """The layer indices `method` runs at, for a model whose `features` (an nn.Sequential: model.arch's) are
-    given, before anything runs: each index must exist in the arch, and be a layer the method is defined at
+def check_method_layers(attribution: dict, method: str, table) -> list[int]:
+    """The site indices `method` runs at, for model.arch's site table (`attribution.sites.arch_site_table`),
+    before anything runs: each site must exist in the arch, and be one the method is defined at
     (`layer_kinds` of its registry entry, e.g. FullGrad's conv layers). Otherwise one sentence naming the
     config key and the value."""
-    from .attribution.engine import unsupported_layer
-    from .attribution.network import _feature_op
+    from .attribution.engine import unsupported_site
     from .attribution.registry import get_method
-    from .layers import parse_layers
 
     key, value = method_layers_key(attribution, method)
-    layers = parse_layers(value, len(features), key=key)
+    layers = table.resolve(value, key=key)
     m = get_method(method)
-    ops = [_feature_op(i, module) for i, module in enumerate(features.eval())]  # BatchNorm as the engine runs it
-    bad = unsupported_layer(m, layers, ops, attribution.get("attribute_to", "output"))
+    bad = unsupported_site(m, table.graph, table, layers, attribution.get("attribute_to", "output"))
     if bad is not None:
         layer, tensor = bad
         where = (f"list only such layers in '{key}'" if key != "attribution.layers"

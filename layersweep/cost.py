@@ -6,10 +6,11 @@ layer l counts the tail share of l in units of one full backward. Work done outs
 apart: `Work.svds`, the reduced SVDs of (H*W, C) matrices that the Eigen CAMs run on the CPU (numpy, one per
 crop and layer), whose time depends on the shape, not on the network's MACs.
 
-- `network_facts(model, crop_size, layers)` reads the layer facts from the model's ops (build_ops) by shape
-  propagation on the meta device (no weights, no compute): C, H x W, MACs and tail share of every layer of
-  `model.features`, its group (a conv and the ReLU / MaxPool / BatchNorm after it), and which configured
-  layers reuse the perturbations of an earlier configured layer of their group.
+- `network_facts(model, crop_size, layers)` reads the site facts from the model's traced graph by shape
+  propagation on the meta device (no weights, no compute): C, H x W, MACs and tail share of every site
+  (the tail of a site is the graph nodes computed from it), its layer group (perturb.layer_groups: a node and
+  the ReLU / MaxPool that are the only consumers after it), and which configured sites reuse the
+  perturbations of an earlier configured site of their group.
 - A method's cost = its pass's cost (`pass_work`: the shared forward / backward every shard pays per crop)
   plus the sum over its layers of `method.cost(facts, options)` (the registry's `cost` field; a method that
   declares none gets its pass kind's default, `DEFAULT_LAYER_COST`).
@@ -72,16 +73,17 @@ ZERO = Work()
 
 @dataclass(frozen=True)
 class LayerFacts:
-    index: int              # position in model.features
-    name: str               # features.{index}
-    kind: str               # op kind: conv | relu | maxpool | (others MODELS adds, e.g. batchnorm)
+    index: int              # site index (on a VGG: position in model.features)
+    name: str               # site name (features.{index} on a VGG)
+    kind: str               # node kind: conv | relu | maxpool | batchnorm | add | ...
     channels: int           # C of the layer's output
     height: int
     width: int
     macs: int               # multiply-accumulates of this op, per crop
-    tail_share: float       # MACs after this layer / MACs of the whole network
-    group: int              # index of the conv that opens this layer's group
-    shares_channels: bool   # a configured layer before it in its group already ran the channel perturbations
+    tail_share: float       # MACs after this site (of the nodes computed from it) / MACs of the whole network
+    group: int              # site index of the node that opens this site's layer group (-1: the input)
+    shares_channels: bool   # a configured site before it in its group already ran the channel perturbations
+    tail_from: float = 1.0  # MACs of this site's node and the nodes computed from it / all MACs
 
     @property
     def positions(self) -> int:
@@ -92,7 +94,7 @@ class LayerFacts:
 class NetworkFacts:
     crop_size: int
     total_macs: int                      # per crop, features + head
-    layers: tuple[LayerFacts, ...]       # every layer of model.features, in order
+    layers: tuple[LayerFacts, ...]       # every site, in order
     activation_floats: int               # every op's output, per crop (peak-memory estimates)
     parameters: int
     n_classes: int
@@ -101,73 +103,69 @@ class NetworkFacts:
         return self.layers[index]
 
     def tail_before(self, index: int) -> float:
-        """Share of the network from layer `index` on (its own op included); -1 (the input) = 1."""
-        return 1.0 if index <= 0 else self.layers[index - 1].tail_share
+        """Share of the network from site `index` on (its own node included); -1 (the input) = 1."""
+        return 1.0 if index < 0 else self.layers[index].tail_from
 
 
-def _macs(op, out: torch.Tensor) -> int:
-    m = op.module
-    if op.kind == "conv":
+def node_macs(node, out: torch.Tensor) -> int:
+    """Multiply-accumulates of one graph node per crop (conv and linear modules; the rest count 0)."""
+    m = node.module
+    if node.kind == "conv" and m is not None:
         kh, kw = m.kernel_size
         return int(out[0].numel() * (m.in_channels // m.groups) * kh * kw)
-    if op.kind == "linear":
+    if node.kind == "linear" and m is not None:
         return int(m.in_features * m.out_features)
     return 0
 
 
 def network_facts(model: nn.Module, crop_size: int, layers=None) -> NetworkFacts:
-    """Layer facts of a torchvision-VGG-shaped `model` (any device, meta included) for (1, 3, S, S) inputs.
+    """Site facts of a traceable `model` (any device, meta included) for (1, 3, S, S) inputs.
 
-    `layers`: the configured layer indices (None = all); they decide which layers share perturbations.
+    `layers`: the configured site indices (None = all); they decide which sites share perturbations.
     """
-    from .attribution.network import build_ops, forward_op
+    from .attribution.perturb import layer_groups
+    from .attribution.sites import site_table
 
-    ops, n_features = build_ops(model)
+    table = site_table(model)
+    graph = table.graph
     param = next(model.parameters())
     # On the meta device this is shape arithmetic only; a model with real weights runs one crop of zeros.
-    h = torch.zeros((1, 3, int(crop_size), int(crop_size)), device=param.device, dtype=param.dtype)
-    shapes, macs, floats = [], [], 0
-    for op in ops:
-        try:
-            with torch.no_grad():
-                h = forward_op(op, h)
-        except RuntimeError as exc:  # a crop too small for the network's pools
-            raise LayersweepError(f"the model cannot run on {crop_size}-pixel crops ({op.name}: {exc}); "
-                                  "check config key 'data.crop_size'.") from None
-        shapes.append(tuple(h.shape))
-        macs.append(_macs(op, h))
-        floats += h[0].numel()
-    total = sum(macs)
-    chosen = set(range(n_features)) if layers is None else {int(l) for l in layers if int(l) >= 0}
-    out, group, seen_channels = [], 0, set()
-    for i in range(n_features):
-        if ops[i].kind == "conv":
-            group = i
-        c, hh, ww = shapes[i][1:]
-        tail = sum(macs[i + 1:]) / total
-        shares_c = i in chosen and group in seen_channels
-        if i in chosen:
-            seen_channels.add(group)
-        out.append(LayerFacts(i, ops[i].name, ops[i].kind, int(c), int(hh), int(ww), macs[i], tail, group,
-                              shares_c))
+    x = torch.zeros((1, 3, int(crop_size), int(crop_size)), device=param.device, dtype=param.dtype)
+    try:
+        with torch.no_grad():
+            logits, values = graph.run(x)
+    except RuntimeError as exc:  # a crop too small for the network's pools
+        raise LayersweepError(f"the model cannot run on {crop_size}-pixel crops ({str(exc).splitlines()[0]}); "
+                              "check config key 'data.crop_size'.") from None
+    macs = {i: node_macs(graph.nodes[i], v) for i, v in values.items() if torch.is_tensor(v)}
+    floats = sum(v[0].numel() for i, v in values.items() if torch.is_tensor(v) and i in graph.descendants(0))
+    total = sum(macs.values())
+    groups = layer_groups(graph)
+    position_of = {site.node: site.index for site in table.sites} | {0: -1}
+    chosen = set(range(len(table))) if layers is None else {int(l) for l in layers if int(l) >= 0}
+    out, seen_groups = [], set()
+    for site in table.sites:
+        desc = graph.descendants(site.node)
+        tail = sum(macs.get(i, 0) for i in desc if i != site.node) / total
+        c, hh, ww = values[site.node].shape[1:]
+        group = position_of.get(groups[site.node][0], 10**6 + groups[site.node][0])
+        shares_c = site.index in chosen and group in seen_groups
+        if site.index in chosen:
+            seen_groups.add(group)
+        out.append(LayerFacts(site.index, site.name, site.kind, int(c), int(hh), int(ww), macs.get(site.node, 0),
+                              tail, group, shares_c, tail + macs.get(site.node, 0) / total))
     params = sum(p.numel() for p in model.parameters())
-    return NetworkFacts(int(crop_size), total, tuple(out), int(floats), int(params), int(shapes[-1][-1]))
-
-
-def _vgg_builder(arch: str):
-    import torchvision
-
-    builder = getattr(torchvision.models, str(arch), None)
-    if builder is None or not str(arch).startswith("vgg"):
-        raise LayersweepError(f"config key 'model.arch' is {arch!r}; the cost model knows torchvision's VGGs.")
-    return builder
+    return NetworkFacts(int(crop_size), total, tuple(out), int(floats), int(params), int(logits.shape[-1]))
 
 
 @functools.lru_cache(maxsize=8)
 def _arch_facts(arch: str, n_classes: int, crop_size: int, layers: tuple | None) -> NetworkFacts:
-    builder = _vgg_builder(arch)
-    with torch.device("meta"):  # parameters without storage: facts in milliseconds
-        model = builder(weights=None, num_classes=n_classes).eval()  # BatchNorm as the engine runs it
+    from .models import build_torchvision
+    try:
+        with torch.device("meta"):  # parameters without storage: facts in milliseconds
+            model = build_torchvision(arch, n_classes).eval()  # BatchNorm as the engine runs it
+    except NotImplementedError:  # RegNet computes its widths with tensors: built for real
+        model = build_torchvision(arch, n_classes).eval()
     return network_facts(model, crop_size, layers)
 
 
@@ -273,9 +271,9 @@ def method_layer_cost(method):
 def gradient_backwards(method, n_classes: int) -> int:
     """Backwards of the gradient pass for this method alone (passes.gradient_pass): one if it takes the
     gradients, K more (one per class) if it takes the Hessian terms, none for activations-only methods."""
-    from .attribution.passes import CLASS_TERMS, _arg_names
+    from .attribution.passes import CLASS_TERMS, pass_arg_names
 
-    args = _arg_names(method.fn)
+    args = pass_arg_names(method.fn)
     return int("grads" in args) + (n_classes if set(args) & set(CLASS_TERMS) else 0)
 
 
@@ -350,9 +348,9 @@ def measure_svd_seconds(shapes, *, workers: int = 1, repeats: int = 3, seed: int
 def measure_seconds(model: nn.Module, crop_size: int, device, *, batch: int = 4, repeats: int = 3) -> Seconds:
     """Median of `repeats` timed forwards (no grad) and forward + backward (to the input) of `batch` random
     crops, after one warm-up, per crop. The backward is (forward + backward) minus forward."""
-    from .attribution.network import build_ops, forward_op
+    from .attribution.graph import trace
 
-    ops, _ = build_ops(model)
+    graph = trace(model)
     x = torch.randn(batch, 3, crop_size, crop_size, device=device)
     target = torch.zeros(batch, dtype=torch.int64, device=device)
 
@@ -361,9 +359,7 @@ def measure_seconds(model: nn.Module, crop_size: int, device, *, batch: int = 4,
             torch.cuda.synchronize(x.device)
 
     def forward(h):
-        for op in ops:
-            h = forward_op(op, h)
-        return h
+        return graph.run(h, keep=set())[0]
 
     def timed(fn) -> float:
         fn()  # warm-up: allocator, kernels
@@ -416,12 +412,15 @@ def method_options(method, attribution: dict) -> dict:
     return opts
 
 
-def method_layers(method, attribution: dict, n_features: int) -> list[int]:
-    from .layers import parse_layers
+def method_layers(method, attribution: dict, config: dict) -> list[int]:
+    """The site indices `method` runs at (its own `layers` option, else attribution.layers)."""
+    from .attribution.sites import arch_site_table
 
     opts = (attribution.get("options") or {}).get(method.name, {}) or {}
     key = f"attribution.options.{method.name}.layers" if "layers" in opts else "attribution.layers"
-    return parse_layers(opts.get("layers", attribution["layers"]), n_features, key=key)
+    model = config.get("model", {})
+    table = arch_site_table(model.get("arch", "vgg11"), model.get("source", "torchvision"))
+    return table.resolve(opts.get("layers", attribution["layers"]), key=key)
 
 
 def method_cost(method, attribution: dict, config: dict) -> MethodCost:
@@ -429,8 +428,7 @@ def method_cost(method, attribution: dict, config: dict) -> MethodCost:
     from .attribution.registry import get_method
 
     method = get_method(method) if isinstance(method, str) else method
-    n_features = len(config_facts(config).layers)
-    layers = method_layers(method, attribution, n_features)
+    layers = method_layers(method, attribution, config)
     facts = config_facts(config, layers)
     options = method_options(method, attribution)
     fn = method_layer_cost(method)
@@ -541,6 +539,7 @@ def timing_model(config: dict, device) -> nn.Module:
     """A randomly initialised model of the configured architecture on `device` (timing needs no weights)."""
     from .model import N_CLASSES
 
-    builder = _vgg_builder(config.get("model", {}).get("arch", "vgg11"))
+    from .models import build_torchvision
+
     torch.manual_seed(0)
-    return builder(weights=None, num_classes=N_CLASSES).eval().to(device)
+    return build_torchvision(config.get("model", {}).get("arch", "vgg11"), N_CLASSES).eval().to(device)

@@ -1,5 +1,5 @@
-"""The VGG (torchvision's, any depth, with or without BatchNorm; or TorchRay's VOC VGG16) with a 20-class
-head, cached-feature head training and test accuracy."""
+"""The model stage: a torchvision CNN of `model.arch` (its adapter in layersweep/models/ says where its head
+is) or TorchRay's VOC VGG16, with a new 20-class head; cached-feature head training and test accuracy."""
 from __future__ import annotations
 
 import copy
@@ -16,9 +16,10 @@ from tqdm.auto import tqdm
 from .errors import LayersweepError
 from .preprocess import TORCHVISION, Preprocessing, to_model_input
 
+from .models import ARCHS, adapter_for, head_of, replace_head
+
 N_CLASSES = 20
-ARCHS = ("vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn")
-SOURCES = ("torchvision", "torchray_voc")
+SOURCES = ("torchvision", "torchray_voc", "torchvision_imagenet")  # the last: ImageNet weights, 1,000 classes as they are
 VGG_CFG = {"vgg11": "A", "vgg13": "B", "vgg16": "D", "vgg19": "E"}  # torchvision.models.vgg.cfgs
 TORCHRAY_ARCH = "vgg16"  # TorchRay's VOC model is a VGG16 converted from Caffe
 # TorchRay's classifier holds only the three Linear layers (no ReLU/Dropout modules between them)
@@ -29,8 +30,7 @@ def check_arch(arch: str, source: str = "torchvision") -> None:
     """One sentence naming the key if `model.arch` / `model.source` is unknown or the pair does not exist."""
     if source not in SOURCES:
         raise LayersweepError(f"config key 'model.source' has the unknown value '{source}'; use one of {', '.join(SOURCES)}.")
-    if arch not in ARCHS:
-        raise LayersweepError(f"config key 'model.arch' has the unknown value '{arch}'; use one of {', '.join(ARCHS)}.")
+    adapter_for(arch)  # one sentence naming model.arch if no adapter knows it
     if source == "torchray_voc" and arch != TORCHRAY_ARCH:
         raise LayersweepError(f"config key 'model.arch' is '{arch}' but 'model.source: torchray_voc' is TorchRay's VGG16; set model.arch to vgg16.")
 
@@ -52,9 +52,10 @@ def build_architecture(arch: str = "vgg11", source: str = "torchvision", n_class
 
 
 def build_features(arch: str = "vgg11", source: str = "torchvision") -> nn.Sequential:
-    """The `features` of build_architecture alone (its layer structure, for receptive fields and figure axes),
-    without the 120M-parameter classifier."""
+    """A VGG's `features` alone, without the 120M-parameter classifier (TorchRay's conversion checks)."""
     check_arch(arch, source)
+    if adapter_for(arch).family != "vgg":
+        raise LayersweepError(f"model.arch '{arch}' is not a VGG; it has no `features` chain.")
     features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs[VGG_CFG[arch.removesuffix("_bn")]],
                                                   batch_norm=arch.endswith("_bn"))
     if source == "torchray_voc":
@@ -110,6 +111,8 @@ def _read_state(weights_path, arch: str, source: str) -> dict:
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise LayersweepError(f"the weights file '{weights_path}' holds no state dict of tensors; point config key 'model.weights' at the {arch} ({source}) weights.")
+    if adapter_for(arch).family != "vgg":
+        return state  # load_state_dict names the file if keys or shapes do not fit
     has_bn = any(k.endswith("running_mean") for k in state)
     if has_bn != arch.endswith("_bn"):
         other = arch + "_bn" if has_bn else arch.removesuffix("_bn")
@@ -148,7 +151,9 @@ def build_model(init: str = "imagenet", weights_path: str | Path | None = None, 
             model.load_state_dict(state)
         except RuntimeError:
             raise LayersweepError(f"the weights file '{weights_path}' does not fit torchvision's {arch} (wrong keys or shapes); point config key 'model.weights' at torchvision's {arch} weights.") from None
-    model.classifier[-1] = nn.Linear(model.classifier[-1].in_features, n_classes)
+    if source == "torchvision_imagenet":  # the ImageNet classifier as it is: no new head
+        return model.eval()
+    replace_head(model, arch, n_classes)
     return model.eval()
 
 
@@ -158,33 +163,40 @@ def build_vgg11(init: str = "imagenet", weights_path: str | Path | None = None, 
     return build_model(init, weights_path, arch="vgg11", seed=seed, n_classes=n_classes)
 
 
-def trainable_part(model: nn.Module, train: str) -> nn.Module:
-    """The module that is fitted: the new last layer ('head') or the whole classifier ('classifier')."""
+def trainable_part(model: nn.Module, train: str, arch: str = "vgg11") -> nn.Module:
+    """The module that is fitted: the new last layer ('head') or a VGG's whole classifier ('classifier')."""
     if train == "head":
-        return model.classifier[-1]
+        return head_of(model, arch)
     if train == "classifier":
+        if adapter_for(arch).family != "vgg":
+            raise LayersweepError(f"config key 'model.train' is 'classifier', which only a VGG has; model.arch '{arch}' trains its 'head'.")
         return model.classifier
     raise LayersweepError(f"config key 'model.train' has the unknown value '{train}'; use 'head' or 'classifier'.")
 
 
 @torch.no_grad()
 def frozen_features(model: nn.Module, crops: np.ndarray, train: str, *, batch_size: int, device,
-                    progress: bool = True, preprocessing: Preprocessing = TORCHVISION) -> np.ndarray:
+                    progress: bool = True, preprocessing: Preprocessing = TORCHVISION,
+                    arch: str = "vgg11") -> np.ndarray:
     """Input of the trainable part for every crop (eval mode), computed once and cached.
 
-    'head': the 4096-d fc7 output; 'classifier': the flattened 25088-d pool5 output.
-    Everything before the trainable part is frozen, so training never needs the conv stack again.
+    On a VGG, 'head': the 4096-d fc7 output; 'classifier': the flattened 25088-d pool5 output; on other
+    archs the input of the head Linear (resnet18: 512-d). Everything before the trainable part is frozen, so
+    training never needs the conv stack again.
     """
     model = model.eval().to(device)
-    stem = model.classifier[:-1] if train == "head" else nn.Identity()
-    out = []
-    for start in tqdm(range(0, len(crops), batch_size), desc=f"features ({train})", disable=not progress):
-        x = to_model_input(crops[start:start + batch_size], device, preprocessing)
-        h = torch.flatten(model.avgpool(model.features(x)), 1)
-        out.append(stem(h).float())
-    if not out:
-        return np.zeros((0, 4096 if train == "head" else 25088), np.float32)
-    return torch.cat(out).cpu().numpy()
+    part = trainable_part(model, train, arch)
+    first = part[0] if isinstance(part, nn.Sequential) else part
+    captured = []
+    hook = part.register_forward_pre_hook(lambda module, args: captured.append(torch.flatten(args[0], 1).float()))
+    try:
+        for start in tqdm(range(0, len(crops), batch_size), desc=f"features ({train})", disable=not progress):
+            model(to_model_input(crops[start:start + batch_size], device, preprocessing))
+    finally:
+        hook.remove()
+    if not captured:
+        return np.zeros((0, first.in_features), np.float32)
+    return torch.cat(captured).cpu().numpy()
 
 
 def train_on_features(part: nn.Module, feats_train, y_train, feats_val, y_val, *, lr: float, batch_size: int,
@@ -266,7 +278,7 @@ def load_model(checkpoint, *, weights_path=None, device="cpu") -> nn.Module:
     except Exception:
         raise LayersweepError(f"the model checkpoint '{checkpoint}' is missing or corrupt; rerun the train_head rule.") from None
     model = build_model(init, weights_path, arch=arch, seed=seed)
-    trainable_part(model, train).load_state_dict(ckpt["state_dict"])
+    trainable_part(model, train, arch).load_state_dict(ckpt["state_dict"])
     return _frozen(model, device)
 
 
@@ -278,5 +290,6 @@ def load_pretrained(spec: dict, *, weights_path=None, device="cpu") -> nn.Module
 
 
 def needs_head_training(source: str) -> bool:
-    """TorchRay's VOC model already has its 20-class classifier: the head stage is skipped for it."""
+    """TorchRay's VOC model and torchvision's ImageNet model (torchvision_imagenet) keep their own classifiers: the
+    head stage is skipped for them."""
     return source == "torchvision"

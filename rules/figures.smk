@@ -3,7 +3,7 @@
 
 rule fig2:
     input:
-        **split_files("test"),
+        **eval_files(),
         train_crops="results/data/train_crops.npy",
         train_index="results/data/train.parquet",
         val_crops="results/data/val_crops.npy",
@@ -16,6 +16,7 @@ rule fig2:
         model=MODEL_SPEC,
         plot=plot_params(),
         example_crops=canonical(FIGURES["example_crops"]),
+        layer=FIGURES.get("fig2_layer", 18),
         seed=SEED,
         n_baselines=ATTR["n_baselines"],
         max_pairs=ATTR["max_pairs"],
@@ -35,7 +36,7 @@ rule fig2:
 
 rule fig3:
     input:
-        **split_files("test"),
+        **eval_files(),
     output:
         **figure_outputs(3),
     params:
@@ -182,7 +183,7 @@ rule fig8:
 # hold them (no attribution is recomputed).
 rule atlas:
     input:
-        **split_files("test"),
+        **eval_files(),
         shards=atlas_shards,
     output:
         pdf="figures/atlas.pdf",
@@ -193,6 +194,7 @@ rule atlas:
         example_crops=canonical(FIGURES["example_crops"]),
         seed=SEED,
         methods=METHODS,
+        arch=ARCH,
     log:
         "logs/figures/atlas.log",
     group:

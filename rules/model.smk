@@ -1,4 +1,4 @@
-# The VGG of model.arch with a 20-class head: cache the frozen features once, then fit the head on them in
+# The network of model.arch with a 20-class head: cache the frozen features once, then fit the head on them in
 # seconds. Only for model.source torchvision: TorchRay's VOC model has its own classifier (MODEL_FILES is empty).
 
 

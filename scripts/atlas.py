@@ -29,7 +29,9 @@ def main(sm):
                                   "(config key 'figures.example_crops').")
         layers = sorted(set.intersection(*(set(rows[c]) for c in ids)))
         maps[method] = {layer: [rows[c][layer] for c in ids] for layer in layers}
-    figures.atlas(sel, ids, maps, sm.output.pdf, sm.output.png, sm.output.table, labels=labels, **p.plot)
+    from layersweep.layers import arch_layer_specs
+    figures.atlas(sel, ids, maps, sm.output.pdf, sm.output.png, sm.output.table, labels=labels,
+                  specs=arch_layer_specs(**p.arch), **p.plot)
 
 
 run_script(snakemake, main)

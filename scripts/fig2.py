@@ -16,11 +16,13 @@ def main(sm):
     import torch
     base = to_model_input(pipeline.baselines(sm.input, p.n_baselines, p.seed), device, prep)
     targets = torch.as_tensor(labels, device=device)
-    # -1 is the model input: the report's figure 2 sets features.18 beside the input-pixel map
+    # -1 is the model input: the report's figure 2 sets features.18 (figures.fig2_layer) beside the input map
+    from layersweep.attribution.sites import site_table
+    layer = site_table(model).index_of(p.layer, key="figures.fig2_layer")
     maps = attribute_layers(model, to_model_input(sel, device, prep), targets, methods=["deepliftshap"],
-                            layers=[18, -1], baselines=base, max_pairs=p.max_pairs)["deepliftshap"]
-    figures.fig2(sel, ids, maps[18].cpu().numpy(), maps[-1].cpu().numpy(), sm.output.pdf, sm.output.png,
-                 sm.output.table, **p.plot)
+                            layers=[layer, -1], baselines=base, max_pairs=p.max_pairs)["deepliftshap"]
+    figures.fig2(sel, ids, maps[layer].cpu().numpy(), maps[-1].cpu().numpy(), sm.output.pdf, sm.output.png,
+                 sm.output.table, layer_name=site_table(model)[layer].label, **p.plot)
 
 
 run_script(snakemake, main)

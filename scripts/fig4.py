@@ -3,10 +3,9 @@ from layersweep.script_runner import run_script
 
 def main(sm):
     from layersweep import figures
-    from layersweep.layers import layer_specs
-    from layersweep.model import build_features
+    from layersweep.layers import arch_layer_specs
 
-    specs = layer_specs(build_features(**sm.params.arch))
+    specs = arch_layer_specs(**sm.params.arch)
     figures.fig4(specs, sm.output.pdf, sm.output.png, sm.output.table, **sm.params.plot)
 
 

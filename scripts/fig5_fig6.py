@@ -5,13 +5,12 @@ from layersweep.script_runner import run_script
 
 def main(sm):
     from layersweep import figures
-    from layersweep.layers import layer_specs
-    from layersweep.model import build_features
+    from layersweep.layers import arch_layer_specs
 
     p = sm.params
     summary = pd.read_parquet(sm.input.summary)
     reference = figures.load_reference(p.reference_json)
-    specs = layer_specs(build_features(**p.arch))  # the x axis: the layers of model.arch
+    specs = arch_layer_specs(**p.arch)  # the x axis: the layers of model.arch
     if sm.rule == "fig5":
         figures.fig5(summary, sm.output.pdf, sm.output.png, sm.output.table, reference=reference, methods=p.methods,
                      specs=specs, **p.plot)

@@ -5,12 +5,11 @@ from layersweep.script_runner import run_script
 
 def main(sm):
     from layersweep import figures
-    from layersweep.layers import layer_specs
-    from layersweep.model import build_features
+    from layersweep.layers import arch_layer_specs
 
     method_a, method_b = sm.params.compare
     figures.fig7(pd.read_parquet(sm.input.paired), sm.params.r, sm.output.pdf, sm.output.png, sm.output.table,
-                 method_a=method_a, method_b=method_b, specs=layer_specs(build_features(**sm.params.arch)),
+                 method_a=method_a, method_b=method_b, specs=arch_layer_specs(**sm.params.arch),
                  **sm.params.plot)
 
 

@@ -16,7 +16,7 @@ def main(sm):
                         seed=spec["seed"])
     feats = frozen_features(model, crops, sm.wildcards.train, batch_size=sm.params.batch_size,
                             device=resolve_device(sm.params.device, claim_gpu=True),
-                            preprocessing=preprocessing_for(spec["source"]))
+                            preprocessing=preprocessing_for(spec["source"]), arch=spec["arch"])
     with atomic_path(sm.output[0]) as tmp, open(tmp, "wb") as fh:
         np.save(fh, feats)
 

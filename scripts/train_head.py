@@ -27,7 +27,7 @@ def main(sm):
     spec = p.model
     model = build_model(spec["init"], sm.input.get("weights") or None, arch=spec["arch"], source=spec["source"],
                         seed=spec["seed"])
-    part = trainable_part(model, p.train)
+    part = trainable_part(model, p.train, spec["arch"])
     best, history = train_on_features(part, feats["train"], labels["train"], feats["val"], labels["val"],
                                       lr=p.lr, batch_size=p.batch_size, max_epochs=p.max_epochs,
                                       patience=p.patience, seed=spec["seed"], device=device)

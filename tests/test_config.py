@@ -64,21 +64,22 @@ def _attribution(layers="all", attribute_to="output", **options):
 
 
 def test_method_layers_are_checked_against_the_arch_and_the_method():
-    """check_method_layers: a method's own list (or attribution.layers) against model.arch's features (range)
+    """check_method_layers: a method's own list (or attribution.layers) against model.arch's sites (range)
     and the method's layer kinds (FullGrad: conv layers), each problem one sentence naming key and value."""
+    from layersweep.attribution.sites import arch_site_table
     from layersweep.config import check_method_layers
-    from layersweep.model import build_features
 
-    vgg11, vgg16 = build_features("vgg11"), build_features("vgg16")
-    vgg11_bn = build_features("vgg11_bn")  # built in training mode: checked as the engine runs it (eval)
+    vgg11, vgg16 = arch_site_table("vgg11"), arch_site_table("vgg16")
+    vgg11_bn = arch_site_table("vgg11_bn")
     # the method's own list wins over attribution.layers; 'all' is every module of the arch
     assert check_method_layers(_attribution(scorecam={"layers": [20, "features.2"]}), "scorecam", vgg11) == [2, 20]
     assert check_method_layers(_attribution(), "gradcam", vgg16) == list(range(31))
     assert check_method_layers(_attribution([25]), "gradcam", vgg16) == [25]
     with pytest.raises(LayersweepError) as err:
         check_method_layers(_attribution(scorecam={"layers": [2, 25]}), "scorecam", vgg11)
-    assert str(err.value) == "config key 'attribution.options.scorecam.layers' names layer 25, outside 0..20."
-    with pytest.raises(LayersweepError, match=r"^config key 'attribution.layers' names layer 25, outside 0..20\.$"):
+    assert str(err.value) == ("config key 'attribution.options.scorecam.layers' names layer 25 (outside -1..20: the "
+                              "model has 21 sites; -1 is the model input).")
+    with pytest.raises(LayersweepError, match=r"^config key 'attribution.layers' names layer 25 \(outside -1..20"):
         check_method_layers(_attribution([25]), "gradcam", vgg11)
     # FullGrad is defined at conv layers (and the input) only
     assert check_method_layers(_attribution(fullgrad={"layers": [0, 3, 18]}), "fullgrad", vgg11) == [0, 3, 18]
@@ -86,11 +87,13 @@ def test_method_layers_are_checked_against_the_arch_and_the_method():
     with pytest.raises(LayersweepError) as err:
         check_method_layers(_attribution(fullgrad={"layers": [3, 4]}), "fullgrad", vgg11)
     assert str(err.value) == ("config key 'attribution.options.fullgrad.layers' names layer 4 (features.4, a relu) "
-                              "for method 'fullgrad', which is defined only at layers of kind conv or input; list "
+                              "for method 'fullgrad', which is defined only at layers of kind conv or batchnorm or input; list "
                               "only such layers in 'attribution.options.fullgrad.layers'.")
-    with pytest.raises(LayersweepError, match=r"^config key 'attribution.options.fullgrad.layers' names layer 1 "
-                                              r"\(features.1, a batchnorm\)"):
-        check_method_layers(_attribution(fullgrad={"layers": [0, 1]}), "fullgrad", vgg11_bn)
+    # a BatchNorm's shift is a bias term too (pytorch-grad-cam's FullGrad takes it)
+    assert check_method_layers(_attribution(fullgrad={"layers": [0, 1]}), "fullgrad", vgg11_bn) == [0, 1]
+    with pytest.raises(LayersweepError, match=r"^config key 'attribution.options.fullgrad.layers' names layer 2 "
+                                              r"\(features.2, a relu\)"):
+        check_method_layers(_attribution(fullgrad={"layers": [0, 2]}), "fullgrad", vgg11_bn)
     with pytest.raises(LayersweepError) as err:  # no list of its own: attribution.layers is named
         check_method_layers(_attribution("all"), "fullgrad", vgg11)
     assert str(err.value).startswith("config key 'attribution.layers' names layer 1 (features.1, a relu) for method "
@@ -106,13 +109,13 @@ def test_demo_runs_every_method_and_limits_the_expensive_ones():
     """make demo runs every registered method; the perturbation methods (thousands of forwards per crop) at a
     few layers of their own, each a layer the method is defined at in the demo's arch."""
     from layersweep.attribution import available_methods
+    from layersweep.attribution.sites import arch_site_table
     from layersweep.config import check_method_layers
-    from layersweep.model import build_features
 
     cfg = _config("config/demo.yaml")
     attribution = cfg["attribution"]
     assert sorted(attribution["methods"]) == available_methods()
-    features = build_features(cfg["model"].get("arch", "vgg11"))
+    features = arch_site_table(cfg["model"].get("arch", "vgg11"))
     for method in ("ablationcam", "shapcam_pi", "shapcam", "scorecam"):
         assert len(check_method_layers(attribution, method, features)) <= 2, method
     for method in attribution["methods"]:

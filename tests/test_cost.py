@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from layersweep import cost
-from layersweep.attribution import attribute_layers, passes
+from layersweep.attribution import attribute_layers
+from layersweep.attribution.graph import Graph
 from layersweep.attribution.registry import get_method
 from layersweep.errors import LayersweepError
 
@@ -135,21 +136,21 @@ class SmallVGG(nn.Module):
     ("deepliftshap", 5, 2, [3]),           # more baselines than pairs: baselines sliced per crop
 ])
 def test_pass_forwards_equal_the_counted_forwards(monkeypatch, method, n_baselines, max_pairs, layers):
-    """Wrap the engine's op evaluator: the MACs it runs forward, per crop, equal the model's forward count."""
+    """Wrap the engine's node evaluator: the MACs it runs forward, per crop, equal the model's forward count."""
     torch.manual_seed(0)
     model = SmallVGG().eval()
     n_crops, size = 3, 12
     facts = cost.network_facts(model, size, layers)
     ran = []
-    real = passes.forward_op
+    real = Graph.call
 
-    def counting(op, x, **kw):
-        out = real(op, x, **kw)
+    def counting(self, node, env, **kw):
+        out = real(self, node, env, **kw)
         y = out[0] if isinstance(out, tuple) else out
-        ran.append(cost._macs(op, y) * y.shape[0])
+        ran.append(cost.node_macs(node, y) * y.shape[0])
         return out
 
-    monkeypatch.setattr(passes, "forward_op", counting)
+    monkeypatch.setattr(Graph, "call", counting)
     x, b = torch.randn(n_crops, 3, size, size), torch.randn(max(n_baselines, 1), 3, size, size)
     attribute_layers(model, x, torch.tensor([0, 2, 1]), methods=[method], layers=layers,
                      baselines=b if n_baselines else None, max_pairs=max_pairs)

@@ -6,7 +6,7 @@ from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
 from layersweep.errors import LayersweepError
-from layersweep.layers import layer_specs, parse_layers
+from layersweep.layers import layer_specs
 
 # Hand-computed for VGG11 (3x3 convs with padding 1, 2x2 pools with stride 2); the report gives 150 at the end.
 VGG11_RF = [3, 3, 4, 8, 8, 10, 18, 18, 26, 26, 30, 46, 46, 62, 62, 70, 102, 102, 134, 134, 150]
@@ -64,10 +64,31 @@ def test_receptive_field_equals_gradient_support(size):
             assert measured == spec.rf_box(row, col, size), (spec.name, row, col)
 
 
-def test_parse_layers():
-    assert parse_layers("all", 21) == list(range(21))
-    assert parse_layers([18, "features.2", 2], 21) == [2, 18]
+def test_sites_resolve_indices_names_and_sets():
+    from layersweep.attribution.sites import arch_site_table
+
+    table = arch_site_table("vgg11")
+    assert table.resolve("all") == list(range(21))
+    assert table.resolve([18, "features.2", 2]) == [2, 18]
+    assert table.resolve("blocks") == [2, 5, 10, 15, 20]  # a VGG block ends at its max-pool
     with pytest.raises(LayersweepError, match="features.21"):
-        parse_layers(["features.21"], 21)
+        table.resolve(["features.21"])
     with pytest.raises(LayersweepError, match="conv5"):
-        parse_layers(["conv5"], 21)
+        table.resolve(["conv5"])
+
+
+def test_graph_receptive_fields_equal_the_chain_recursion_on_vgg_and_the_hand_computation_on_resnet():
+    from layersweep.layers import arch_layer_specs
+
+    assert [(s.name, s.kind, s.rf_size, s.jump, s.offset) for s in arch_layer_specs("vgg11")] == \
+        [(s.name, s.kind, s.rf_size, s.jump, s.offset) for s in layer_specs(vgg11().features)]
+    specs = {s.name: s for s in arch_layer_specs("resnet18")}
+    # conv1 7x7/2 -> 7 (jump 2); maxpool 3/2 -> 11 (jump 4); two 3x3 convs -> 27
+    assert (specs["conv1"].rf_size, specs["conv1"].jump) == (7, 2)
+    assert (specs["maxpool"].rf_size, specs["maxpool"].jump) == (11, 4)
+    assert specs["layer1.0.relu_1"].rf_size == 27 and specs["layer1.0.relu_1"].label == "layer1.0"
+    # layer1.1 adds two more 3x3 convs at jump 4: 27 + 16 = 43
+    assert specs["layer1.1.relu_1"].rf_size == 43
+    # downsample 1x1/2 keeps 43 (jump 8); main branch 3x3/2 (+8) then 3x3 (+16): the sum takes the wider, 67
+    assert (specs["layer2.0.downsample.0"].rf_size, specs["layer2.0.downsample.0"].jump) == (43, 8)
+    assert specs["layer2.0.add"].rf_size == 67

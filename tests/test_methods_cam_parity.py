@@ -21,8 +21,6 @@ import pytorch_grad_cam as pgc
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputReST, ClassifierOutputTarget, FinerWeightedTarget
 
 from layersweep.attribution import attribute_layers, registry
-from layersweep.attribution.network import build_ops
-from layersweep.attribution.passes import gradient_pass
 from layersweep.errors import LayersweepError
 
 N_LAYERS = 21
@@ -96,6 +94,12 @@ def test_cam_matches_pytorch_grad_cam_at_every_layer(setup, raw_cams, method):
     assert max(errors.values()) < TOL, errors
 
 
+def _pass_weights(model, x, t, layers, methods) -> dict:
+    """{layer: {method: (B, C) channel weights}} of one shared pass."""
+    _, weights = attribute_layers(model, x, t, methods, layers, return_weights=True)
+    return {layer: {m: weights[m][layer] for m in methods if m in weights} for layer in layers}
+
+
 def _errors(maps: dict, reference, layers=LAYERS, min_nonzero=12) -> dict:
     """rel_err per layer. Where the reference is 0 everywhere the engine map must be exact zeros; at least
     `min_nonzero` layers must be compared. (Zeros are genuine: a centred 1x1 map is 0 for the Eigen methods
@@ -132,9 +136,8 @@ def test_channel_weights_equal_the_library_weights(setup, monkeypatch, method, c
     seen = []
     original = cls.get_cam_weights
     monkeypatch.setattr(cls, "get_cam_weights", lambda self, *a: seen.append(original(self, *a)) or seen[-1])
-    ops, _ = build_ops(setup["model"])
     layers = [2, 11, 20]
-    _, _, weights = gradient_pass(ops, setup["x"], setup["t"], set(layers), {method: registry.get_method(method)})
+    weights = _pass_weights(setup["model"], setup["x"], setup["t"], layers, [method])
     for layer in layers:
         _library_cam(cls_name, setup["ref"], setup["x"], setup["t"], setup["ref"].features[layer])
         ref = torch.from_numpy(np.asarray(seen[-1]))
@@ -213,8 +216,7 @@ def test_shapleycam_weights_equal_the_library_weights(setup, monkeypatch):
     seen = []
     original = pgc.ShapleyCAM.get_cam_weights
     monkeypatch.setattr(pgc.ShapleyCAM, "get_cam_weights", lambda self, *a: seen.append(original(self, *a)) or seen[-1])
-    ops, _ = build_ops(setup["model"])
-    _, _, weights = gradient_pass(ops, x, t, {8, 17}, {"shapleycam": registry.get_method("shapleycam")})
+    weights = _pass_weights(setup["model"], x, t, [8, 17], ["shapleycam"])
     for layer in (8, 17):
         _library(pgc.ShapleyCAM(ref, [ref.features[layer]]), x, [ClassifierOutputReST(int(c)) for c in t])
         assert rel_err(weights[layer]["shapleycam"], torch.from_numpy(seen[-1])) < TOL
@@ -228,9 +230,7 @@ def test_finercam_and_randomcam_weights_equal_the_library_weights(setup, monkeyp
     for cls in (pgc.GradCAM, pgc.RandomCAM):  # FinerCAM's weights are its base GradCAM's
         monkeypatch.setattr(cls, "get_cam_weights",
                             lambda self, *a, _orig=cls.get_cam_weights: seen.append(_orig(self, *a)) or seen[-1])
-    ops, _ = build_ops(setup["model"])
-    methods = {name: registry.get_method(name) for name in ("finercam", "randomcam")}
-    _, _, weights = gradient_pass(ops, x, t, {5}, methods)
+    weights = _pass_weights(setup["model"], x, t, [5], ["finercam", "randomcam"])
     with torch.no_grad():
         logits = ref(x)
     finer = [FinerWeightedTarget(int(c), _nearest_classes(logits[i], int(c)), 1) for i, c in enumerate(t)]
@@ -286,6 +286,6 @@ def test_fullgrad_terms_and_their_sum_match_pytorch_grad_cam(setup, monkeypatch)
 
 
 def test_fullgrad_at_a_relu_is_one_sentence(setup):
-    with pytest.raises(LayersweepError, match=r"^method 'fullgrad' is defined only at layers of kind conv or input, "
+    with pytest.raises(LayersweepError, match=r"^method 'fullgrad' is defined only at layers of kind conv or batchnorm or input, "
                                               r"but layer 1 is features\.1, a relu"):
         attribute_layers(setup["model"], setup["x"], setup["t"], methods=["fullgrad"], layers=[0, 1])

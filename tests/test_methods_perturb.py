@@ -23,7 +23,8 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from layersweep.attribution import attribute_layers
-from layersweep.attribution.network import build_ops
+from layersweep.attribution.graph import trace
+from layersweep.attribution.sites import site_table
 from layersweep.attribution.perturb import crop_seed, layer_groups
 from layersweep.errors import LayersweepError
 
@@ -132,7 +133,11 @@ def test_shapcam_pi_matches_captum_shapley_value_sampling(vgg):
     maps, weights = attribute_layers(vgg["model"], x, t, ["shapcam_pi"], SHAPLEY_LAYERS, seed=7, crop_ids=ids,
                                      options={"shapcam_pi": {"orderings": 2}}, perturb_batch=50,
                                      return_weights=True)
-    groups = layer_groups(build_ops(vgg["model"])[0], 21)
+    table = site_table(vgg["model"])
+    node_groups = layer_groups(trace(vgg["model"]))
+    # the seed key of a group is the site index of its first node (features.i on a VGG)
+    position_of = {site.node: site.index for site in table.sites} | {0: -1}
+    groups = {layer: (position_of[node_groups[table.node_of(layer)][0]],) for layer in SHAPLEY_LAYERS}
     for layer in SHAPLEY_LAYERS:
         a = _acts(vgg["ref"], x, layer)
         for i, crop in enumerate(ids):

@@ -25,7 +25,11 @@ SHARED_RULES = {"download_voc", "extract_voc", "download_weights"}  # the report
 STUDY_MODULES = {"liftcam-voc": "liftcam_voc_", "liftcam-voc-pi1": "liftcam_voc_pi1_",
                  "liftcam-voc-pi10": "liftcam_voc_pi10_", "liftcam-voc-pi100": "liftcam_voc_pi100_",
                  "liftcam-voc-pi10000": "liftcam_voc_pi10000_", "shapcam-voc-torchray": "shapcam_voc_torchray_",
-                 "shapcam-voc-vgg11": "shapcam_voc_vgg11_"}
+                 "shapcam-voc-vgg11": "shapcam_voc_vgg11_", "liftcam-imagenet": "liftcam_imagenet_",
+                 "liftcam-imagenet-pi1": "liftcam_imagenet_pi1_", "liftcam-imagenet-pi10": "liftcam_imagenet_pi10_",
+                 "liftcam-imagenet-pi100": "liftcam_imagenet_pi100_", "shapcam-imagenet": "shapcam_imagenet_",
+                 "shapcam-imagenet-pointing-vgg16": "shapcam_imagenet_pointing_vgg16_",
+                 "refinecam-imagenet": "refinecam_imagenet_"}
 
 
 def _study_of(rule: str) -> str | None:
@@ -40,9 +44,10 @@ def scratch(tmp_path_factory):
 
 
 @pytest.mark.parametrize("table, studies", [
-    ("liftcam-table1", {"liftcam-voc-pi1", "liftcam-voc-pi10", "liftcam-voc-pi100"}),
+    ("liftcam-table1", {"liftcam-voc-pi1", "liftcam-voc-pi10", "liftcam-voc-pi100", "liftcam-imagenet-pi1",
+                        "liftcam-imagenet-pi10", "liftcam-imagenet-pi100"}),
     ("liftcam-table2", {"liftcam-voc", "liftcam-voc-pi10000"}),
-    ("liftcam-table3", {"liftcam-voc"}),
+    ("liftcam-table3", {"liftcam-voc", "liftcam-imagenet"}),
     ("shapcam-table2", {"shapcam-voc-torchray", "shapcam-voc-vgg11"}),
 ])
 def test_each_table_plans_only_its_studies(scratch, table, studies):
@@ -57,7 +62,7 @@ def test_each_table_plans_only_its_studies(scratch, table, studies):
         # metrics core (AD, IC) and add (ADD): one job each per shard
         assert jobs["liftcam_voc_attribution"] == 96 and jobs["liftcam_voc_metric"] == 2 * 96
         assert "liftcam_voc_metric_rescaled" not in jobs and "liftcam_voc_train_head" not in jobs
-        assert jobs["download_weights"] == 1  # TorchRay's VGG16 alone
+        assert jobs["download_weights"] == 2  # TorchRay's VGG16 (VOC) and torchvision's (ImageNet)
     if table == "liftcam-table2":  # the cosine reads weights: no scoring at all
         assert jobs["table_cosine"] == 1 and not any("metric" in r for r in jobs)
         assert jobs["liftcam_voc_pi10000_attribution"] == 8  # 500 samples

@@ -1,4 +1,4 @@
-"""Public entry points: every requested layer of a batch in one shared pass per method family."""
+"""Public entry points: every requested site of a batch in one shared pass per method family."""
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -8,10 +8,11 @@ import torch
 
 from ..errors import LayersweepError
 from ..precision import amp_dtype as precision_dtype
-from .network import NONLINEAR, build_ops, num_classes
+from .graph import Graph, trace
 from .passes import deeplift_pass, gradient_pass
 from .perturb import deeplift0_pass, perturb_pass
 from .registry import get_method, method_options
+from .sites import SiteTable, site_table
 
 ATTRIBUTE_TO = ("output", "input")
 
@@ -25,48 +26,70 @@ def _check_methods(methods) -> list:
     return [get_method(name) for name in methods]
 
 
-def _check_layers(layers, n_features: int) -> list[int]:
-    if isinstance(layers, (int, np.integer)):
+def requested_sites(table: SiteTable, layers) -> dict:
+    """{key: site index}: the caller's layers, keyed as given (a site name stays a name, an integer an
+    integer; the sets 'all' / 'blocks' / 'stages' give integers)."""
+    if isinstance(layers, str) and layers in ("all", "blocks", "stages"):
+        return {i: i for i in table.resolve(layers)}
+    if isinstance(layers, (str, int, np.integer)) and not isinstance(layers, bool):
         layers = [layers]
     if not isinstance(layers, Iterable):
-        raise LayersweepError(f"layers must be a list of indices into model.features, not {layers!r}.")
-    out = []
-    for layer in layers:
-        if isinstance(layer, (bool, np.bool_)) or not isinstance(layer, (int, np.integer)):
-            raise LayersweepError(f"layer {layer!r} is not an integer index into model.features (-1 = the model input).")
-        if not -1 <= int(layer) < n_features:
-            raise LayersweepError(f"layer {int(layer)} is outside -1..{n_features - 1} (model.features has {n_features} modules; -1 is the model input).")
-        out.append(int(layer))
+        raise LayersweepError(f"layers must be 'all', 'blocks', 'stages' or a list of site names or indices, not {layers!r}.")
+    out = {}
+    for item in layers:
+        index = table.index_of(item, key="layers")
+        out[item if isinstance(item, str) else index] = index
     if not out:
-        raise LayersweepError("the list of layers is empty; name at least one index into model.features.")
-    return sorted(set(out))
+        raise LayersweepError("the list of layers is empty; name at least one site (or 'all').")
+    return dict(sorted(out.items(), key=lambda kv: kv[1]))
 
 
-def unsupported_layer(method, layers, ops, attribute_to: str = "output"):
-    """The first of `layers` whose tensor is of a kind `method` is not defined at (FullGrad: conv biases), as
-    (layer, words for its tensor), or None. `ops[i]` is model.features[i] (anything with .name and .kind)."""
+def tensor_node(graph: Graph, table: SiteTable, index: int, attribute_to: str) -> int:
+    """The graph node whose output a map at site `index` lies on: the site's own node, or with
+    attribute_to 'input' the node feeding it (its one tensor input)."""
+    node = table.node_of(index)
+    if attribute_to == "output" or index == -1:
+        return node
+    inputs = graph.nodes[node].inputs
+    if len(inputs) != 1:
+        raise LayersweepError(f"attribute_to 'input' needs a site with one input, but {table[index].name} has {len(inputs)}; use attribute_to 'output'.")
+    return inputs[0]
+
+
+def unsupported_site(method, graph: Graph, table: SiteTable, sites, attribute_to: str = "output"):
+    """The first of `sites` whose tensor is of a kind `method` is not defined at (FullGrad: conv biases), as
+    (site index, words for its tensor), or None."""
     if method.layer_kinds is None:
         return None
-    for layer in layers:
-        p = layer if (attribute_to == "output" or layer == -1) else layer - 1  # the tensor the map lies on
-        kind = "input" if p == -1 else ops[p].kind
-        if kind not in method.layer_kinds:
-            tensor = "the model input" if p == -1 else f"{ops[p].name}, a {kind}"
-            if p != layer:
-                tensor = f"the input of layer {layer}, i.e. {tensor}"
-            return layer, tensor
+    for index in sites:
+        node = graph.nodes[tensor_node(graph, table, index, attribute_to)]
+        if node.kind not in method.layer_kinds:
+            tensor = "the model input" if node.index == 0 else f"{node.name}, a {node.kind}"
+            if node.index != table.node_of(index):
+                tensor = f"the input of layer {index}, i.e. {tensor}"
+            return index, tensor
     return None
 
 
-def _check_layer_kinds(methods, layers: list[int], ops, attribute_to: str) -> None:
-    """A method defined only at some op kinds (FullGrad: conv biases) refuses the other layers up front."""
+def _check_layer_kinds(methods, graph, table, sites, attribute_to: str) -> None:
+    """A method defined only at some node kinds (FullGrad: conv biases) refuses the other sites up front."""
     for m in methods:
-        bad = unsupported_layer(m, layers, ops, attribute_to)
+        bad = unsupported_site(m, graph, table, sites, attribute_to)
         if bad is not None:
-            layer, tensor = bad
+            index, tensor = bad
             raise LayersweepError(f"method {m.name!r} is defined only at layers of kind {' or '.join(m.layer_kinds)}, "
-                                  f"but layer {layer} is {tensor}; remove the layer from 'attribution.layers' "
+                                  f"but layer {index} is {tensor}; remove the layer from 'attribution.layers' "
                                   f"or the method from 'attribution.methods'.")
+
+
+def n_classes_of(graph: Graph, images) -> int:
+    """The number of logits, read off a one-row forward on the meta device (no compute)."""
+    head = [n for n in graph.nodes if n.kind == "linear" and n.module is not None]
+    if head and graph.logits == head[-1].index:
+        return int(head[-1].module.out_features)
+    with torch.no_grad():
+        logits, _ = graph.run(images[:1], keep=set())
+    return int(logits.shape[1])
 
 
 def _check_tensors(model, images, targets, baselines, need_baselines, n_classes):
@@ -100,6 +123,35 @@ def _check_count(value, key: str) -> int:
     return int(value)
 
 
+def _mixed_methods(methods, opts: dict, options: dict):
+    """The engine's hook for mix methods (pass "mix", RefineCAM): each is replaced by its base method (option
+    `base`, with the base's own options if given), run in the base's pass. Returns (methods to run, {mix
+    method: its Method}); `opts` gains the bases' options."""
+    mixed = {m.name: m for m in methods if m.pass_kind == "mix"}
+    run = [m for m in methods if m.pass_kind != "mix"]
+    for m in mixed.values():
+        base = get_method(opts[m.name]["base"])
+        if base.name not in opts:
+            opts[base.name] = method_options(base.name, options.get(base.name))
+        if all(r.name != base.name for r in run):
+            run.append(base)
+    return run, mixed
+
+
+def _mix_maps(mixed: dict, results: dict, weights: dict, requested: list, sites: dict, size, opts: dict):
+    """The maps of each mix method from its base's: every site's base maps, ordered deep -> shallow (by site
+    index, execution order; the model input, -1, last), go to the method's fn, which returns input-sized maps
+    per site. Bases that were not requested themselves are dropped. `sites`: {key: site index}."""
+    for name, m in mixed.items():
+        base_maps = results[opts[name]["base"]]
+        ordered = [(key, base_maps[key]) for key in sorted(base_maps, key=lambda k: sites[k], reverse=True)]
+        mix = m.fn(ordered, size=size, **opts[name])
+        results[name] = {key: mix[key][0].contiguous() for key in sites if key in mix}
+    keep = lambda d: {k: v for k, v in d.items() if k in requested}  # noqa: E731
+    results, weights = keep(results), keep(weights)
+    return {name: results[name] for name in requested}, weights
+
+
 def _attribute(model, images, targets, methods, layers, *, baselines=None, attribute_to="output",
                max_pairs=64, precision="float32", options=None, seed=0, crop_ids=None, perturb_batch=64,
                return_weights=False):
@@ -108,16 +160,19 @@ def _attribute(model, images, targets, methods, layers, *, baselines=None, attri
         raise LayersweepError(f"attribute_to is {attribute_to!r}; use 'output' or 'input' (config key 'attribution.attribute_to').")
     max_pairs = _check_count(max_pairs, "attribution.max_pairs")
     perturb_batch = _check_count(perturb_batch, "attribution.perturb_batch")
-    ops, n_features = build_ops(model)
-    n_classes = num_classes(ops)
+    graph = trace(model)
+    table = site_table(model)
+    n_classes = n_classes_of(graph, images)
     methods = _check_methods(methods)
-    layers = _check_layers(layers, n_features)
-    _check_layer_kinds(methods, layers, ops, attribute_to)
+    requested = requested_sites(table, layers)
     options = dict(options or {})
     unknown = sorted(set(options) - {m.name for m in methods})
     if unknown:
         raise LayersweepError(f"options are given for {unknown[0]!r}, which is not among the requested methods.")
     opts = {m.name: method_options(m.name, options.get(m.name)) for m in methods}
+    requested_methods = [m.name for m in methods]
+    methods, mixed = _mixed_methods(methods, opts, options)
+    _check_layer_kinds(methods, graph, table, requested.values(), attribute_to)  # a mix's base too
     if crop_ids is None:
         crop_ids = list(range(images.shape[0]))
     if len(crop_ids) != images.shape[0]:
@@ -130,50 +185,50 @@ def _attribute(model, images, targets, methods, layers, *, baselines=None, attri
     results = {m.name: {} for m in methods}
     weights = {m.name: {} for m in methods if m.weights}
     logits = None
-    # the input of features[l] is the output of features[l-1] (for every pass but the DeepLift one)
-    pos = {layer: layer if (attribute_to == "output" or layer == -1) else layer - 1 for layer in layers}
+    position_of = {s.node: s.index for s in table.sites}
+    position_of[0] = -1
+    # the tensor each map lies on (for attribute_to 'input', the one feeding the site)
+    node_of = {key: tensor_node(graph, table, index, attribute_to) for key, index in requested.items()}
+    nodes = {n: position_of.get(n) for n in node_of.values()}
 
     def collect(kind, maps, pass_weights):
-        for layer, p in pos.items():
+        for key, n in node_of.items():
             for name in by_pass[kind]:
-                results[name][layer] = maps[p][name]
+                results[name][key] = maps[n][name]
                 if name in weights:
-                    weights[name][layer] = pass_weights[p][name]
+                    weights[name][key] = pass_weights[n][name]
 
     if by_pass["gradient"]:
         gradient_methods = {m.name: m for m in methods if m.pass_kind == "gradient"}
-        maps, logits, pass_weights = gradient_pass(ops, images, targets, set(pos.values()), gradient_methods,
-                                                   amp_dtype=amp)
+        maps, logits, pass_weights = gradient_pass(graph, images, targets, nodes, gradient_methods, amp_dtype=amp)
         collect("gradient", maps, pass_weights)
     if by_pass["deeplift0"]:
-        maps, pass_weights, dl0_logits = deeplift0_pass(ops, n_features, images, targets, set(pos.values()),
-                                                        by_pass["deeplift0"], n_classes=n_classes,
-                                                        max_pairs=max_pairs, mm_dtype=amp)
+        maps, pass_weights, dl0_logits = deeplift0_pass(graph, images, targets, nodes, by_pass["deeplift0"],
+                                                        n_classes=n_classes, max_pairs=max_pairs, mm_dtype=amp)
         logits = dl0_logits if logits is None else logits
         collect("deeplift0", maps, pass_weights)
     if by_pass["perturb"]:
         perturb_methods = {m.name: m for m in methods if m.pass_kind == "perturb"}
-        maps, pass_weights, p_logits = perturb_pass(ops, n_features, images, targets, set(pos.values()),
-                                                    perturb_methods, options=opts, seed=seed, crop_ids=crop_ids,
-                                                    perturb_batch=perturb_batch, mm_dtype=amp)
+        maps, pass_weights, p_logits = perturb_pass(graph, images, targets, nodes, perturb_methods, options=opts,
+                                                    seed=seed, crop_ids=crop_ids, perturb_batch=perturb_batch,
+                                                    mm_dtype=amp, position_of=position_of)
         logits = p_logits if logits is None else logits
         collect("perturb", maps, pass_weights)
     if by_pass["deeplift"]:
         site = {}
-        for layer in layers:
-            if attribute_to == "output" or layer == -1:
-                site[layer] = ("out", layer)
-            elif ops[layer].kind in NONLINEAR:  # captum's attribute_to_layer_input quirk, see passes.py
-                site[layer] = ("in", layer)
+        for key, index in requested.items():
+            node = table.node_of(index)
+            if attribute_to == "input" and index != -1 and graph.nodes[node].rule is not None:
+                site[key] = ("in", node)  # captum's attribute_to_layer_input quirk, see passes.py
             else:
-                site[layer] = ("out", layer - 1)
-        maps, dl_logits = deeplift_pass(ops, n_features, images, targets, baselines, set(site.values()),
+                site[key] = ("out", node_of[key])
+        maps, dl_logits = deeplift_pass(graph, images, targets, baselines, set(site.values()),
                                         by_pass["deeplift"], max_pairs=int(max_pairs), n_classes=n_classes,
                                         amp_dtype=amp)
         logits = dl_logits if logits is None else logits
-        for layer, s in site.items():
+        for key, s_ in site.items():
             for name in by_pass["deeplift"]:
-                results[name][layer] = maps[s][name]
+                results[name][key] = maps[s_][name]
     out_dtype = torch.float64 if images.dtype == torch.float64 else torch.float32
     seen = set()
 
@@ -183,8 +238,11 @@ def _attribute(model, images, targets, methods, layers, *, baselines=None, attri
         seen.add(id(t))
         return t
 
-    results = {name: {layer: own(t) for layer, t in sorted(per.items())} for name, per in results.items()}
-    weights = {name: {layer: own(t) for layer, t in sorted(per.items())} for name, per in weights.items()}
+    order = list(requested)
+    results = {name: {key: own(per[key]) for key in order} for name, per in results.items()}
+    weights = {name: {key: own(per[key]) for key in order if key in per} for name, per in weights.items()}
+    results, weights = _mix_maps(mixed, results, weights, requested_methods, requested, tuple(images.shape[-2:]),
+                                 opts)
     if return_weights:
         return results, logits.to(out_dtype), weights
     return results, logits.to(out_dtype)
@@ -196,17 +254,20 @@ def attribute_layers(model, images, targets, methods, layers, *, baselines=None,
     """Attribution maps of every (method, layer) for a batch, all layers of a method family in one pass.
 
     Args:
-        model: torchvision-VGG-shaped (`features` of Conv2d/ReLU/MaxPool2d, `avgpool`, `classifier`),
-            on the images' device. Not modified: ReLUs are applied functionally and never in place,
-            so a layer's activation is the module's true output even with `ReLU(inplace=True)`.
+        model: any torch.fx-traceable CNN in eval mode (torchvision's VGGs, ResNets, DenseNets, MobileNets,
+            EfficientNets, ConvNeXts, RegNets, or a model of your own), on the images' device. Not modified:
+            it is traced once (graph.py) and run out of place, one node per call of a reused module, so
+            a site's activation is the module's true output even with `ReLU(inplace=True)`.
             Dropout is treated as the identity (eval semantics).
         images: normalised float tensor (B, 3, H, W).
         targets: integer class indices (B,); the explained score is the target LOGIT.
         methods: names from `available_methods()`, e.g. ["deepliftshap", "gradcampp"].
-        layers: indices into `model.features` (0..n-1), and -1 for the model input.
+        layers: 'all', 'blocks', 'stages', or a list of site indices (0..n-1, -1 = the model input; on a VGG
+            i is `features.i`) and site names (`layer1.0.relu_1`, or a block's module path `layer1.0`).
+            The results are keyed as given: names by name, indices by index.
         baselines: (K, 3, H, W) tensor, required by DeepLift-family methods (DeepLiftShap averages over it).
         attribute_to: "output" (map on the module's output) or "input" (on its input). For the CAM
-            family the input of features[l] is the output of features[l-1]. For DeepLiftShap it follows
+            family the input of a site is the output of the node feeding it (features[l-1] on a VGG). For DeepLiftShap it follows
             captum's `attribute_to_layer_input=True`, which on a ReLU/MaxPool skips that layer's own rule.
         max_pairs: the DeepLift pass runs in chunks of at most this many (image, baseline) pairs, which
             bounds its peak memory; results do not depend on it.

@@ -1,13 +1,19 @@
 """The passes of the LIFT-CAM and perturbation methods: layer groups, per-crop seeds, tail evaluators.
 
-Layer groups: a layer that is not a ReLU / MaxPool (a conv, a BatchNorm, the model input) starts a group,
-and the ReLUs / MaxPools right after it join it. Zeroing a channel (or a spatial position) commutes with
-ReLU and MaxPool (both channel-wise, both map 0 to 0), so within a group
-- AblationCAM's and SHAP-CAM|Pi|'s channel games are the same game (METHODS.md §0.3): they are played
-  once per group, at its top (the last, smallest tensor: the cheapest tail), and
-- LIFT-CAM's zero reference at the group's first layer is zero at every layer of the group: one
-  DeepLift backward serves the group.
-A BatchNorm maps 0 to its shift, so it starts a new group instead of joining its conv's.
+Layer groups: a node that is not a ReLU / MaxPool (a conv, a BatchNorm, a sum, the model input) starts a
+group, and a ReLU / MaxPool joins the group of its input when it is that tensor's only consumer. Zeroing a
+channel (or a spatial position) commutes with ReLU and MaxPool (both channel-wise, both map 0 to 0), so
+within a group
+- AblationCAM's and SHAP-CAM|Pi|'s channel games are the same game: they are played once per group, at its
+  top (the last, smallest tensor: the cheapest tail), and
+- LIFT-CAM's zero reference at the group's first node is zero at every node of the group: one DeepLift
+  backward serves the group.
+A BatchNorm maps 0 to its shift, so it starts a new group instead of joining its conv's. Where the tensor has
+other consumers (the input of a ResNet block feeds the residual add too), zeroing it is a different game, so
+the ReLU starts its own group.
+
+Tails: the network after a node is its descendants in the graph. They are recomputed from the perturbed
+value; every other node is read from the clean forward of the same image (a ResNet block's skip branch).
 
 Seeds: a crop's generator is seeded from (config seed, crop id, method, group), never from its row in a
 batch, so a shard's values do not depend on the batch size or on the other crops of the shard.
@@ -19,22 +25,24 @@ import hashlib
 import torch
 import torch.nn.functional as F
 
-from .network import Op, forward_op
-from .passes import DeepLiftPlan, _backward_chunk, _Store
+from .graph import Graph
+from .passes import DeepLiftPlan, Store, backward_chunk
 
-GROUP_MEMBERS = ("relu", "maxpool")  # channel-wise ops that map 0 to 0: they join the group below them
+GROUP_MEMBERS = ("relu", "maxpool")  # channel-wise kinds that map 0 to 0: they join the group below them
 
 
-def layer_groups(ops: list[Op], n_features: int) -> dict[int, tuple[int, int]]:
-    """{position: (first, top)} for positions -1..n_features-1: the group's first and last position."""
-    first = {}
-    for p in range(-1, n_features):
-        first[p] = first[p - 1] if p >= 0 and ops[p].kind in GROUP_MEMBERS else p
-    top = {}
-    for p in range(n_features - 1, -2, -1):
-        nxt = p + 1
-        top[p] = top[nxt] if nxt < n_features and first[nxt] == first[p] else p
-    return {p: (first[p], top[p]) for p in first}
+def layer_groups(graph: Graph) -> dict[int, tuple[int, int]]:
+    """{node: (first, top)}: the first and last node of the node's group."""
+    first: dict = {}
+    for node in graph.nodes:
+        j = node.inputs[0] if node.inputs else None
+        joins = node.kind in GROUP_MEMBERS and j is not None and graph.sole_consumer(j) == node.index
+        first[node.index] = first[j] if joins else node.index
+    top: dict = {}
+    for node in reversed(graph.nodes):
+        c = graph.sole_consumer(node.index)
+        top[node.index] = top[c] if c is not None and first.get(c) == first[node.index] and c != node.index else node.index
+    return {i: (first[i], top[i]) for i in first}
 
 
 def crop_seed(seed: int, crop_id, method: str, group: int) -> int:
@@ -43,62 +51,60 @@ def crop_seed(seed: int, crop_id, method: str, group: int) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
-class _Evaluator:
-    """Target logits of the network after a position, or of the whole network, in row chunks."""
+class Tails:
+    """Logits of the network after a node, fed perturbed values of one image, in row chunks."""
 
-    def __init__(self, ops: list[Op], rows: int, mm_dtype=None):
-        self.ops, self.rows, self.mm = ops, rows, mm_dtype
+    def __init__(self, graph: Graph, store: Store, rows: int, mm_dtype=None):
+        self.graph, self.store, self.rows, self.mm = graph, store, rows, mm_dtype
 
-    def after(self, position: int, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Logit of `targets` (R,) for rows h (R, ...) fed to the ops after `position`; (R,)."""
-        out = torch.empty(h.shape[0], dtype=h.dtype, device=h.device)
-        with torch.no_grad():
-            for s in range(0, h.shape[0], self.rows):
-                z = h[s:s + self.rows]
-                for op in self.ops[position + 1:]:
-                    z = forward_op(op, z, mm_dtype=self.mm)
-                out[s:s + z.shape[0]] = z.gather(1, targets[s:s + self.rows, None])[:, 0]
-        return out
-
-    def logits_after(self, position: int, h: torch.Tensor) -> torch.Tensor:
-        """All logits (R, K) for rows h fed to the ops after `position`."""
+    def logits_after(self, node: int, h: torch.Tensor, image: int) -> torch.Tensor:
+        """All logits (R, K) for rows h (R, ...) as the output of `node`, image `image` elsewhere."""
         outs = []
         with torch.no_grad():
             for s in range(0, h.shape[0], self.rows):
                 z = h[s:s + self.rows]
-                for op in self.ops[position + 1:]:
-                    z = forward_op(op, z, mm_dtype=self.mm)
-                outs.append(z)
+                base = self._base(image, z.shape[0])
+                logits, _ = self.graph.run_from(node, z, base, mm_dtype=self.mm)
+                outs.append(logits)
         return torch.cat(outs)
+
+    def _base(self, image: int, r: int):
+        store = self.store
+
+        def base(index):
+            v = store.values[index]
+            if store.per_row(index):
+                return v[image:image + 1].expand((r,) + tuple(v.shape[1:]))
+            return v
+        return base
 
 
 class PerturbContext:
-    """What a "perturb" method sees at one (layer, batch); see registry.py.
+    """What a "perturb" method sees at one (site, batch); see registry.py.
 
-    Attributes: activations (B, C, H, W) at the map's position; top_activations at the group's top; logits
-    (B, K); targets (B,); images (B, 3, H, W); position; op; group (first position); top; options (dict).
+    Attributes: activations (B, C, H, W) at the map's node; top_activations at the group's top; logits
+    (B, K); targets (B,); images (B, 3, H, W); node (graph node of the map) and top (of its group); position
+    (the site index, -1 = input); group (the key of the group's game, for seeds); rows (perturbed rows per
+    forward, `attribution.perturb_batch`); options (dict).
     """
 
-    def __init__(self, *, store: _Store, ops, images, targets, position, group, top, options, method,
-                 seed, crop_ids, evaluator: _Evaluator, cache: dict):
-        self.ops, self._store = ops, store
+    def __init__(self, *, store: Store, images, targets, node, position, group, top, options, method,
+                 seed, crop_ids, tails: Tails, cache: dict):
+        self.store = store
         self.images, self.targets, self.logits = images, targets, store.logits
-        self.position, self.group, self.top = position, group, top
-        self.op = ops[position] if position >= 0 else None
+        self.node, self.position, self.group, self.top = node, position, group, top
         self.options, self.method = options, method
-        self._seed, self._crop_ids, self._eval = seed, crop_ids, evaluator
-        self._cache = cache
-
-    def acts(self, position: int) -> torch.Tensor:
-        return self._store.outs[position] if position >= 0 else self._store.input
+        self.rows = tails.rows
+        self.seed, self.crop_ids, self.tails = seed, crop_ids, tails
+        self.cache = cache
 
     @property
     def activations(self):
-        return self.acts(self.position)
+        return self.store[self.node]
 
     @property
     def top_activations(self):
-        return self.acts(self.top)
+        return self.store[self.top]
 
     @property
     def target_logits(self) -> torch.Tensor:
@@ -107,101 +113,105 @@ class PerturbContext:
     def generator(self, i: int, group: int | None = None) -> torch.Generator:
         """CPU generator of crop i for this method and group (as captum draws its orderings on the CPU).
 
-        `group`: the key of the game (default the layer group; a method whose game differs per layer passes
+        `group`: the key of the game (default the layer group; a method whose game differs per site passes
         its position)."""
         group = self.group if group is None else group
-        return torch.Generator().manual_seed(crop_seed(self._seed, self._crop_ids[i], self.method, group))
+        return torch.Generator().manual_seed(crop_seed(self.seed, self.crop_ids[i], self.method, group))
 
-    def tail(self, rows: torch.Tensor, target: int, position: int | None = None) -> torch.Tensor:
-        """Target logit (R,) of rows fed to the network after `position` (default: the group's top)."""
-        position = self.top if position is None else position
-        t = torch.full((rows.shape[0],), int(target), dtype=torch.int64, device=rows.device)
-        return self._eval.after(position, rows, t)
+    def logits_after(self, rows: torch.Tensor, image: int, at: int | None = None) -> torch.Tensor:
+        """All logits (R, K) of rows fed to the network as node `at`'s output (default: the group's top),
+        every other tensor the clean one of image `image`."""
+        return self.tails.logits_after(self.top if at is None else at, rows, image)
+
+    def tail(self, rows: torch.Tensor, target: int, image: int, at: int | None = None) -> torch.Tensor:
+        """Target logit (R,) of rows fed to the network as node `at`'s output (default: the group's top)."""
+        return self.logits_after(rows, image, at)[:, int(target)]
+
+    def full_logits(self, rows: torch.Tensor) -> torch.Tensor:
+        """All logits (R, K) of full-network forwards of input rows."""
+        return self.tails.logits_after(0, rows, 0)
 
     def full(self, rows: torch.Tensor, target: int) -> torch.Tensor:
         """Target logit (R,) of full-network forwards of input rows."""
-        return self.tail(rows, target, position=-1)
+        return self.full_logits(rows)[:, int(target)]
 
     def shared(self, compute):
-        """compute(self) once per (method, group, batch): the result is reused at the group's other layers."""
-        if self.group not in self._cache:
-            self._cache[self.group] = compute(self)
-        return self._cache[self.group]
+        """compute(self) once per (method, group, batch): the result is reused at the group's other sites."""
+        if self.group not in self.cache:
+            self.cache[self.group] = compute(self)
+        return self.cache[self.group]
 
 
-def perturb_pass(ops, n_features, images, targets, positions: set, methods: dict, *, options: dict,
-                 seed: int, crop_ids, perturb_batch: int, mm_dtype=None):
-    """Maps (and weights) of every "perturb" method at `positions`; returns ({pos: {name: map}}, {pos: {name: w}})."""
-    store = _Store.forward(ops, images, mm_dtype)
-    groups = layer_groups(ops, n_features)
-    evaluator = _Evaluator(ops, perturb_batch, mm_dtype)
-    maps = {p: {} for p in positions}
-    weights = {p: {} for p in positions}
+def group_key(first: int, position_of: dict) -> int:
+    """The seed key of a group: the site index of its first node (as the VGG layer index always was)."""
+    return position_of.get(first, 10**6 + first)
+
+
+def perturb_pass(graph: Graph, images, targets, nodes: dict, methods: dict, *, options: dict,
+                 seed: int, crop_ids, perturb_batch: int, mm_dtype=None, position_of: dict):
+    """Maps (and weights) of every "perturb" method at `nodes` ({node: position}); returns
+    ({node: {name: map}}, {node: {name: w}}, logits)."""
+    store = Store.forward(graph, images, mm_dtype)
+    groups = layer_groups(graph)
+    tails = Tails(graph, store, perturb_batch, mm_dtype)
+    maps = {n: {} for n in nodes}
+    weights = {n: {} for n in nodes}
     for name, m in methods.items():
         cache: dict = {}
-        for p in sorted(positions):
-            first, top = groups[p]
-            ctx = PerturbContext(store=store, ops=ops, images=images, targets=targets, position=p, group=first,
-                                 top=top, options=options[name], method=name, seed=seed, crop_ids=crop_ids,
-                                 evaluator=evaluator, cache=cache)
+        for n in sorted(nodes):
+            first, top = groups[n]
+            ctx = PerturbContext(store=store, images=images, targets=targets, node=n, position=nodes[n],
+                                 group=group_key(first, position_of), top=top, options=options[name], method=name,
+                                 seed=seed, crop_ids=crop_ids, tails=tails, cache=cache)
             out = m.fn(ctx)
             if m.weights:
-                out, weights[p][name] = out
-            maps[p][name] = out
+                out, weights[n][name] = out
+            maps[n][name] = out
     return maps, weights, store.logits
 
 
-def zero_reference(ops, store: _Store, first: int, mm_dtype=None) -> _Store:
-    """A one-row store holding the network run from a zero tensor at position `first` (below it: unused)."""
-    x0 = torch.zeros_like(store.input[:1]) if first == -1 else store.input[:1]
-    outs, idx = [None] * len(ops), {}
-    h = torch.zeros_like(store.outs[first][:1]) if first >= 0 else x0
-    with torch.no_grad():
-        for j in range(first, len(ops)):
-            if j > first:
-                if ops[j].kind == "maxpool":
-                    h, idx[j] = forward_op(ops[j], h, return_indices=True)
-                else:
-                    h = forward_op(ops[j], h, mm_dtype=mm_dtype)
-            if j >= 0:
-                outs[j] = h
-    return _Store(x0, outs, idx)
+def zero_reference(graph: Graph, store: Store, first: int, mm_dtype=None) -> Store:
+    """The network run from a zero tensor at node `first`, per image (every other tensor the image's own)."""
+    value = torch.zeros_like(store[first])
+    logits, values = graph.run_from(first, value, lambda i: store.values[i], mm_dtype=mm_dtype,
+                                    maxpool_indices=True, keep_all=True)
+    merged = dict(store.values)
+    merged.update(values)
+    return Store(merged, logits, store.n, store.batch)
 
 
-def deeplift0_pass(ops, n_features, images, targets, positions: set, fns: dict, *, n_classes: int,
+def deeplift0_pass(graph: Graph, images, targets, nodes: dict, fns: dict, *, n_classes: int,
                    max_pairs: int, mm_dtype=None):
-    """LIFT-CAM family: DeepLift contributions with the reference 0 at the layer, one backward per group.
+    """LIFT-CAM family: DeepLift contributions with the reference 0 at the site, one backward per group.
 
     Equals captum `DeepLift(tail).attribute(A, baselines=zeros_like(A), target)` with tail = the network
-    after the layer (METHODS.md §2.1). Images are processed in chunks of `max_pairs`.
-    Returns ({pos: {name: map}}, {pos: {name: weights}}, logits).
+    after the site (the other inputs of the tail, such as a skip branch, held at the image's own values).
+    Images are processed in chunks of `max_pairs`. Returns ({node: {name: map}}, {node: {name: weights}}, logits).
     """
-    store = _Store.forward(ops, images, mm_dtype)
-    groups = layer_groups(ops, n_features)
+    store = Store.forward(graph, images, mm_dtype)
+    groups = layer_groups(graph)
     by_group: dict = {}
-    for p in positions:
-        by_group.setdefault(groups[p][0], set()).add(p)
+    for n in nodes:
+        by_group.setdefault(groups[n][0], set()).add(n)
     contrib = {"contributions": lambda delta, multiplier: delta * multiplier}
-    maps = {p: {} for p in positions}
-    weights = {p: {} for p in positions}
+    maps = {n: {} for n in nodes}
+    weights = {n: {} for n in nodes}
     B = images.shape[0]
     for first, members in sorted(by_group.items()):
-        ref = zero_reference(ops, store, first, mm_dtype)
-        plan = DeepLiftPlan(ops, n_features, {("out", p) for p in members})
-        parts: dict = {p: [] for p in members}
+        ref = zero_reference(graph, store, first, mm_dtype)
+        plan = DeepLiftPlan(graph, {("out", n) for n in members}, allowed=graph.descendants(first))
+        parts: dict = {n: [] for n in members}
         for i0 in range(0, B, max_pairs):
             rows = slice(i0, i0 + max_pairs)
-            xs = _Store(store.input[rows], [o[rows] for o in store.outs],
-                        {j: i[rows] for j, i in store.idx.items()})
             with torch.no_grad():
-                out = _backward_chunk(ops, n_features, plan, xs, ref, targets[rows], contrib, n_classes, mm_dtype)
-            for p in members:
-                parts[p].append(out[("out", p)]["contributions"])
-        for p in members:
-            c = torch.cat(parts[p])
-            acts = store.outs[p] if p >= 0 else store.input
+                out = backward_chunk(graph, plan, store.rows(rows), ref.rows(rows), targets[rows], contrib,
+                                     n_classes, mm_dtype, paired=True)
+            for n in members:
+                parts[n].append(out[("out", n)]["contributions"])
+        for n in members:
+            c = torch.cat(parts[n])
             for name, fn in fns.items():
-                maps[p][name], weights[p][name] = fn(acts, c)
+                maps[n][name], weights[n][name] = fn(store[n], c)
     return maps, weights, store.logits
 
 

@@ -1,4 +1,4 @@
-"""Fig. 2: example crops beside their DeepLiftShap maps at features.18 and at the input."""
+"""Fig. 2: example crops beside their DeepLiftShap maps at one site (features.18 in the report) and at the input."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,8 @@ import pandas as pd
 from ..errors import LayersweepError
 from .style import long_map, new_figure, transparent_diverging, upsample, write_outputs
 
-def fig2(crops, crop_ids, maps_l18, maps_input, out_pdf, out_png, out_csv, *, demo, dpi) -> pd.DataFrame:
+def fig2(crops, crop_ids, maps_l18, maps_input, out_pdf, out_png, out_csv, *, demo, dpi,
+         layer_name: str = "features.18") -> pd.DataFrame:
     """Example crops beside their DeepLiftShap maps at features[18] and at the input.
 
     crops (N, H, W, 3) uint8 (or float in [0, 1]); maps_l18 (N, h, w); maps_input (N, H, W) or
@@ -25,7 +26,7 @@ def fig2(crops, crop_ids, maps_l18, maps_input, out_pdf, out_png, out_csv, *, de
     if len(crop_ids) != n:
         raise LayersweepError(f"fig2 got {len(crop_ids)} crop ids for {n} crops.")
     if maps_l18.ndim != 3 or len(maps_l18) != n:
-        raise LayersweepError(f"fig2's features.18 maps must be (N={n}, h, w), not shape {maps_l18.shape}.")
+        raise LayersweepError(f"fig2's {layer_name} maps must be (N={n}, h, w), not shape {maps_l18.shape}.")
     if maps_input.shape != (n, *size):
         raise LayersweepError(f"fig2's input maps must be (N={n}, {size[0]}, {size[1]}) or (N, C, H, W), "
                               f"not shape {maps_input.shape}.")
@@ -33,13 +34,13 @@ def fig2(crops, crop_ids, maps_l18, maps_input, out_pdf, out_png, out_csv, *, de
         crops = crops.astype(float) / 255.0
 
     table = pd.concat([long_map(cid, name, m[i]) for i, cid in enumerate(crop_ids)
-                       for name, m in (("features.18", maps_l18), ("input", maps_input))], ignore_index=True)
+                       for name, m in ((layer_name, maps_l18), ("input", maps_input))], ignore_index=True)
 
     cmap = transparent_diverging()
     h18, w18 = maps_l18.shape[1:]
     fig = new_figure((11.0, 3.2 * n + 0.6), demo)
     axes = fig.subplots(n, 3, squeeze=False)
-    titles = ("crop", f"DeepLiftShap at features.18\n({h18}x{w18}, bilinear to {size[0]}x{size[1]})",
+    titles = ("crop", f"DeepLiftShap at {layer_name}\n({h18}x{w18}, bilinear to {size[0]}x{size[1]})",
               "DeepLiftShap at the input\n(summed over RGB)")
     for i, cid in enumerate(crop_ids):
         gray = crops[i] @ np.array([0.299, 0.587, 0.114])

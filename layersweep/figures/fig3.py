@@ -7,13 +7,13 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
 from ..errors import LayersweepError
-from ..layers import parse_layers
+from ..layers import site_index
 from .inputs import specs_by_index
 from .style import new_figure, write_outputs
 
 
 def _layer_index(value, spec_map) -> int:
-    return parse_layers([value], max(spec_map) + 1, key="figures.fig3_layers")[0]
+    return site_index(value, sorted(spec_map.values(), key=lambda s: s.index), "figures.fig3_layers")
 
 
 def fig3(crop, specs, layers, out_pdf, out_png, out_csv, *, demo, dpi) -> pd.DataFrame:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import LayersweepError
-from ..layers import LayerSpec, layer_specs
+from ..layers import LayerSpec, arch_layer_specs
 from ..metrics.registry import all_columns
 from .style import METRICS
 
@@ -21,9 +21,8 @@ PAIRED_COLUMNS = ("metric", "layer", "rescale_r", "method_a", "method_b", "mean"
 
 @functools.lru_cache(maxsize=1)
 def vgg11_specs() -> tuple[LayerSpec, ...]:
-    """Layer metadata of torchvision VGG11's `features` (built without the 120M-parameter classifier)."""
-    from torchvision.models.vgg import cfgs, make_layers
-    return tuple(layer_specs(make_layers(cfgs["A"], batch_norm=False)))
+    """Layer metadata of torchvision VGG11's sites (its `features`)."""
+    return arch_layer_specs("vgg11")
 
 
 def specs_by_index(specs) -> dict[int, LayerSpec]:

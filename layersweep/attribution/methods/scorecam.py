@@ -18,7 +18,7 @@ def scorecam(ctx):
     acts, images = ctx.activations, ctx.images
     B, C = acts.shape[:2]
     size = images.shape[-2:]
-    rows = ctx._eval.rows
+    rows = ctx.rows
     scores = torch.empty((B, C), dtype=acts.dtype, device=acts.device)
     zero_logits = None
     for i in range(B):
@@ -34,7 +34,7 @@ def scorecam(ctx):
                 scores[i, s + varying] = ctx.full(images[i][None] * masks[varying][:, None], target)
             if constant.any():
                 if zero_logits is None:
-                    zero_logits = ctx._eval.logits_after(-1, torch.zeros_like(images[:1]))[0]
+                    zero_logits = ctx.full_logits(torch.zeros_like(images[:1]))[0]
                 scores[i, s + torch.nonzero(constant)[:, 0]] = zero_logits[target]
     weights = torch.softmax(scores, dim=1)
     return weighted_channel_sum(weights, acts).clamp(min=0), weights

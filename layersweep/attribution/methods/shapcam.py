@@ -13,10 +13,10 @@ from ... import cost
 from ..registry import choice_option, int_option, register
 
 
-def _values(ctx, rows, target):
+def _values(ctx, rows, target, image):
+    logits = ctx.logits_after(rows, image, at=ctx.node)
     if ctx.options["value"] == "logit":
-        return ctx.tail(rows, target, position=ctx.position)
-    logits = ctx._eval.logits_after(ctx.position, rows)
+        return logits[:, target]
     return torch.softmax(logits, dim=1)[:, target]
 
 
@@ -30,13 +30,13 @@ def shapcam(ctx):
     n = H * W
     K = ctx.options["permutations"]
     phi = torch.zeros((B, n), dtype=acts.dtype, device=acts.device)
-    chunk = ctx._eval.rows
+    chunk = ctx.rows
     for i in range(B):
         target = int(ctx.targets[i])
         a = acts[i].reshape(C, n)
         base = a.mean(dim=1, keepdim=True).expand(C, n) if ctx.options["absent"] == "mean" else torch.zeros_like(a)
         alive = (a != base).any(dim=0).cpu()
-        v_empty = _values(ctx, base.reshape(1, C, H, W), target)
+        v_empty = _values(ctx, base.reshape(1, C, H, W), target, i)
         gen = ctx.generator(i, group=ctx.position)
         for _ in range(K):
             perm = torch.randperm(n, generator=gen)
@@ -51,7 +51,7 @@ def shapcam(ctx):
                 keep = torch.zeros((r.numel(), n), dtype=torch.bool, device=acts.device)
                 keep[:, order_dev] = torch.arange(m, device=acts.device)[None, :] <= r[:, None]
                 rows = torch.where(keep[:, None, :], a[None], base[None]).reshape(-1, C, H, W)
-                values.append(_values(ctx, rows, target))
+                values.append(_values(ctx, rows, target, i))
             v = torch.cat(values)
             phi[i, order_dev] += torch.diff(torch.cat([v_empty, v]))
     return (phi / K).reshape(B, H, W)

@@ -12,7 +12,7 @@ import torch
 from ... import cost
 from ..registry import int_option, register
 from ._cam import weighted_channel_sum
-from .ablationcam import _tail_of_masked
+from .ablationcam import tail_of_masked
 
 
 def shapley_orderings(ctx) -> torch.Tensor:
@@ -24,7 +24,7 @@ def shapley_orderings(ctx) -> torch.Tensor:
         target = int(ctx.targets[i])
         gen = ctx.generator(i)
         alive = acts[i].flatten(1).ne(0).any(dim=1).cpu()
-        v_empty = ctx.tail(torch.zeros_like(acts[i:i + 1]), target)
+        v_empty = ctx.tail(torch.zeros_like(acts[i:i + 1]), target, i)
         for _ in range(n_orderings):
             perm = torch.randperm(C, generator=gen)
             order = perm[alive[perm]]
@@ -33,7 +33,7 @@ def shapley_orderings(ctx) -> torch.Tensor:
             keep = torch.zeros((order.numel(), C), dtype=acts.dtype)
             # row r keeps the first r + 1 players of the ordering
             keep[:, order] = torch.ones((order.numel(), order.numel()), dtype=acts.dtype).tril()
-            v = _tail_of_masked(ctx, acts[i], keep.to(acts.device), target)
+            v = tail_of_masked(ctx, acts[i], keep.to(acts.device), target, i)
             diffs = torch.diff(torch.cat([v_empty, v]))
             alpha[i, order.to(acts.device)] += diffs
     return alpha / n_orderings
