@@ -81,7 +81,7 @@ def test_graph_receptive_fields_equal_the_chain_recursion_on_vgg_and_the_hand_co
     from layersweep.layers import arch_layer_specs
 
     assert [(s.name, s.kind, s.rf_size, s.jump, s.offset) for s in arch_layer_specs("vgg11")] == \
-        [(s.name, s.kind, s.rf_size, s.jump, s.offset) for s in layer_specs(vgg11().features)]
+        [(s.name, s.kind, s.rf_size, s.jump, s.offset) for s in layer_specs(vgg11_features())]
     specs = {s.name: s for s in arch_layer_specs("resnet18")}
     # conv1 7x7/2 -> 7 (jump 2); maxpool 3/2 -> 11 (jump 4); two 3x3 convs -> 27
     assert (specs["conv1"].rf_size, specs["conv1"].jump) == (7, 2)
