@@ -30,6 +30,7 @@ from pathlib import Path, PurePosixPath
 from tqdm.auto import tqdm
 
 from layersweep.errors import LayersweepError
+from layersweep.faults import pause_point
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,9 @@ def _download_once(url: str, part: Path, *, timeout: float, progress: bool, desc
                         fh.write(chunk)
                         received += len(chunk)
                         bar.update(len(chunk))
+                        if length and received - len(chunk) < length / 2 <= received:  # the kill test's midpoint
+                            fh.flush()
+                            pause_point(part.with_suffix(""))
             except _NETWORK_ERRORS as exc:
                 raise _Transient(exc) from exc
             except OSError as exc:  # the local side: disk full, permission denied

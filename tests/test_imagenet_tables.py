@@ -14,8 +14,8 @@ import torch
 import yaml
 
 from layersweep.fake_imagenet import write_fake_imagenet
-from test_pipeline import planned_jobs, planned_outputs, snakemake
-from test_studies import SHARED_RULES, _copy_project, _edit_study, _study_of
+from test_studies import SHARED_RULES, _study_of
+from workflow import copy_project as _copy_project, edit_study as _edit_study, planned_jobs, planned_outputs, snakemake
 
 pytestmark = pytest.mark.slow
 

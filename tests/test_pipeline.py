@@ -1,17 +1,15 @@
 """End to end: the demo DAG in a scratch copy of the repo, then what `snakemake -n` plans after edits.
 
-One real run (fig5 alone, then everything) is shared by every test here; the rest are dry runs. The run uses
+One real run (fig5 alone, then everything: the session's `demo_run`, tests/conftest.py) is shared by every test
+here and by tests/test_kill.py; the rest are dry runs. The run uses
 config/demo.yaml cut down to two methods in two shards (TEST_DEMO); the demo itself runs every registered method,
 whose attribution and metrics rules test_every_method_runs_through_the_attribution_and_metrics_rules runs on
 shard 0 of the same run.
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,62 +17,10 @@ import pandas as pd
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-PROJECT_FILES = ["Snakefile", "config.yaml", "config.schema.yaml", "config", "rules", "scripts", "report", "envs",
-                 "profiles"]
+from workflow import (PROJECT_FILES, REPO, TEST_DEMO, TEST_METHODS, planned_jobs, planned_outputs,  # noqa: F401
+                      snakemake)
 
 pytestmark = pytest.mark.slow
-
-TEST_DEMO = "config/test-demo.yaml"  # written by demo_run: config/demo.yaml with TEST_METHODS only
-TEST_METHODS = ["deepliftshap", "gradcampp"]
-
-
-def snakemake(workdir: Path, *args, check=True, timeout=1500) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    proc = subprocess.run([SNAKEMAKE, "--cores", "2", *args], cwd=workdir, capture_output=True, text=True,
-                          timeout=timeout, env=env)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
-    return proc
-
-
-def planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
-    """Rule -> job count from the 'Job stats' table of a dry run (empty when nothing is to be done)."""
-    text = proc.stdout + proc.stderr
-    if "Nothing to be done" in text:
-        return {}
-    table = text.split("Job stats:", 1)[1]
-    jobs = {}
-    for line in table.splitlines()[3:]:
-        m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
-        if not m:
-            break
-        if m.group(1) not in ("total", "all"):  # `all` is the default target, not work
-            jobs[m.group(1)] = int(m.group(2))
-    return jobs
-
-
-def planned_outputs(proc: subprocess.CompletedProcess) -> set[str]:
-    """Every output file of the jobs a dry run plans (its job list follows the first 'Job stats' table)."""
-    outs = set()
-    for line in (proc.stdout + proc.stderr).splitlines():
-        line = line.strip()
-        if line.startswith("output: "):
-            outs.update(p.strip() for p in line[len("output: "):].split(","))
-    return outs
-
-
-def write_test_demo_config(workdir: Path) -> str:
-    """config/demo.yaml with TEST_METHODS only (and their options) in two shards of six crops: the DAG the tests
-    below run and edit. The demo itself runs every registered method in one shard."""
-    cfg = yaml.safe_load((workdir / "config" / "demo.yaml").read_text())
-    attribution = cfg["attribution"]
-    attribution["methods"] = list(TEST_METHODS)
-    attribution["options"] = {m: o for m, o in attribution.get("options", {}).items() if m in TEST_METHODS}
-    cfg["data"].update(n_images=12, shard_size=6)
-    (workdir / TEST_DEMO).write_text(yaml.safe_dump(cfg, sort_keys=False))  # demo.yaml's key order
-    return TEST_DEMO
 
 
 def with_config(workdir: Path, name: str, edit) -> str:
@@ -83,20 +29,6 @@ def with_config(workdir: Path, name: str, edit) -> str:
     path = workdir / "config" / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return str(path.relative_to(workdir))
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("demo")
-    for name in PROJECT_FILES:
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, work / name)
-    write_test_demo_config(work)
-    fig5_only = snakemake(work, "figures/fig5.pdf", "--configfile", TEST_DEMO)  # targets first: --configfile takes many
-    built_for_fig5 = sorted(p.relative_to(work).as_posix() for p in (work / "figures").rglob("*") if p.is_file())
-    rescaled_for_fig5 = list((work / "results" / "metrics").glob("*/rescaled-*"))
-    snakemake(work, "--configfile", TEST_DEMO)
-    return {"work": work, "fig5_files": built_for_fig5, "fig5_rescaled": rescaled_for_fig5, "fig5_log": fig5_only}
 
 
 def test_fig5_target_builds_only_what_fig5_needs(demo_run):

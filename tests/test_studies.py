@@ -4,23 +4,20 @@ Dry runs on the real configs (nothing can run here: no VOC, no weights): each ta
 jobs, the report study's targets plan nothing of the studies, a broken study config is one sentence. Then one
 paper study runs end to end on synthetic data (`demo_study`): LIFT-CAM's VOC set-up with a TorchRay-layout
 VGG16 state dict written here (random weights), image mode, Tables 2 and 3 built and checked against the
-study's own summary and a naive cosine loop, then what a config change reruns.
+study's own summary and a naive cosine loop, then what a config change reruns. The study run is the session's
+`demo_study` (tests/conftest.py), shared with tests/test_kill.py.
 """
 from __future__ import annotations
 
 import math
-import shutil
-import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
-from torchvision.models.vgg import cfgs
 
-from test_pipeline import PROJECT_FILES, REPO, planned_jobs, planned_outputs, snakemake
+from workflow import (DEMO_METHODS, N_DEMO, POINTING_GAME, copy_project, edit_study, planned_jobs,
+                      planned_outputs, snakemake)
 
 pytestmark = pytest.mark.slow
 
@@ -35,13 +32,6 @@ STUDY_MODULES = {"liftcam-voc": "liftcam_voc_", "liftcam-voc-pi1": "liftcam_voc_
                  "refinecam-imagenet": "refinecam_imagenet_"}
 
 
-def _copy_project(dest: Path) -> Path:
-    for name in PROJECT_FILES:
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest / name)
-    return dest
-
-
 def _study_of(rule: str) -> str | None:
     """The study whose module a planned rule belongs to (the longest matching prefix), None for the main's."""
     hits = [s for s, prefix in STUDY_MODULES.items() if rule.startswith(prefix)]
@@ -50,7 +40,7 @@ def _study_of(rule: str) -> str | None:
 
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory):
-    return _copy_project(tmp_path_factory.mktemp("studies"))
+    return copy_project(tmp_path_factory.mktemp("studies"))
 
 
 @pytest.mark.parametrize("table, studies", [
@@ -107,79 +97,6 @@ def test_study_config_missing_a_key_stops_with_one_sentence(scratch):
 
 
 # ---- one paper study end to end, offline
-
-N_DEMO = 3  # samples of the demo study; its reference (liftcam-voc-pi10000) holds the first N_DEMO - 1
-DEMO_METHODS = ["gradcam", "ablationcam", "liftcam"]  # a gradient, a perturbation and a DeepLift CAM: the other
-                                                      # rows of the paper's tables say the study does not run them
-POINTING_GAME = "studies/liftcam-voc/results/summary/pointing_game/plain.parquet"
-HIDDEN = 4096  # TorchRay's real classifier width: the loader builds torchvision's VGG16 around the file
-
-
-def torchray_layout_state(seed: int = 0) -> dict:
-    """A VGG16 state dict in the layout of TorchRay's vgg16_voc-b050e8c3.pth.tar (features.{i} reading BGR,
-    classifier.{0,2,4}, classifier.0 as (out, 512, 7, 7)), He-scaled random weights, non-zero biases."""
-    g = torch.Generator().manual_seed(seed)
-    state, i, c_in = {}, 0, 3
-    for v in cfgs["D"]:
-        if v == "M":
-            i += 1
-            continue
-        state[f"features.{i}.weight"] = torch.randn(v, c_in, 3, 3, generator=g) * (2.0 / (9 * c_in)) ** 0.5
-        state[f"features.{i}.bias"] = torch.randn(v, generator=g) * 0.05
-        i, c_in = i + 2, v
-    for key, shape in (("0", (HIDDEN, 512, 7, 7)), ("2", (HIDDEN, HIDDEN)), ("4", (20, HIDDEN))):
-        state[f"classifier.{key}.weight"] = torch.randn(*shape, generator=g) * (2.0 / np.prod(shape[1:])) ** 0.5
-        state[f"classifier.{key}.bias"] = torch.randn(shape[0], generator=g) * 0.05
-    return state
-
-
-def _demo_keys(name: str, n_images: int) -> dict:
-    """What makes a study offline and small: synthetic VOC (its own directory: each study's synthetic_voc rule
-    writes one, same seed, so the same samples), the state dict above, 48 px, one shard."""
-    return {
-        "demo": True, "device": "cpu",
-        "data": {"voc_root": f"resources/VOCsynthetic-{name}", "synthetic": {"n_images": 16, "image_size": 96, "seed": 0},
-                 "crop_size": 48, "n_images": n_images, "shard_size": 4},
-        "model": {"weights": "resources/torchray-layout-vgg16.pth.tar"},
-        "attribution": {"batch_size": 4, "n_baselines": 2, "max_pairs": 8, "perturb_batch": 128,
-                        **({"methods": DEMO_METHODS} if name == "liftcam-voc" else {})},
-        "metrics": {"curve_points": 11, "batch_size": 64},
-        "summary": {"n_boot": 200},
-    }
-
-
-def _edit_study(work: Path, name: str, edit) -> None:
-    from layersweep.studies import merge
-
-    path = work / "config" / "studies" / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(edit(yaml.safe_load(path.read_text())), sort_keys=False))
-
-
-@pytest.fixture(scope="module")
-def demo_study(tmp_path_factory):
-    from layersweep.studies import merge
-
-    work = _copy_project(tmp_path_factory.mktemp("demo-study"))
-    (work / "resources").mkdir()
-    torch.save(torchray_layout_state(), work / "resources" / "torchray-layout-vgg16.pth.tar")
-    # Table 3's ImageNet lines need ImageNet: this demo is the VOC set-up alone (tests/test_imagenet_tables.py
-    # builds an ImageNet table on a fake ILSVRC2012 copy)
-    tables = yaml.safe_load((work / "config" / "tables.yaml").read_text())
-    table3 = tables["liftcam-table3"]
-    table3["layers"].pop("liftcam-imagenet")
-    table3.pop("datasets")
-    for cell in table3["rows"].values():
-        cell["studies"] = ["liftcam-voc"]
-    (work / "config" / "tables.yaml").write_text(yaml.safe_dump(tables, sort_keys=False))
-    _edit_study(work, "liftcam-voc", lambda c: merge(c, _demo_keys("liftcam-voc", N_DEMO)))
-    _edit_study(work, "liftcam-voc-pi10000", lambda c: merge(
-        merge(c, _demo_keys("liftcam-voc-pi10000", N_DEMO - 1)), {"attribution": {"options": {"shapcam_pi": {"orderings": 3}}}}))
-    start = time.perf_counter()
-    proc = snakemake(work, "tables/liftcam-table3.csv", "tables/liftcam-table2.csv", POINTING_GAME, timeout=1200)
-    seconds = time.perf_counter() - start
-    print(f"demo study (LIFT-CAM VOC, Tables 2 and 3): {seconds:.0f} s")
-    return {"work": work, "seconds": seconds, "log": proc}
-
 
 def test_demo_study_builds_its_tables_below_its_prefix(demo_study):
     work = demo_study["work"]
@@ -270,12 +187,16 @@ def test_demo_study_config_change_reruns_only_that_study(demo_study):
     work = demo_study["work"]
     targets = ("tables/liftcam-table3.csv", "tables/liftcam-table2.csv")
     assert planned_jobs(snakemake(work, "-n", *targets)) == {}
-    # another study's config: nothing of these tables
-    _edit_study(work, "shapcam-voc-vgg11", lambda c: {**c, "seed": 7})
-    assert planned_jobs(snakemake(work, "-n", *targets)) == {}
+    # another study's config: nothing of these tables (the shared run's files are restored after each edit)
+    other = (work / "config" / "studies" / "shapcam-voc-vgg11.yaml").read_text()
+    edit_study(work, "shapcam-voc-vgg11", lambda c: {**c, "seed": 7})
+    try:
+        assert planned_jobs(snakemake(work, "-n", *targets)) == {}
+    finally:
+        (work / "config" / "studies" / "shapcam-voc-vgg11.yaml").write_text(other)
     # this study's scoring option: its scoring, its summary and its table; not its attribution, not the reference
     original = (work / "config" / "studies" / "liftcam-voc.yaml").read_text()
-    _edit_study(work, "liftcam-voc", lambda c: {**c, "metrics": {**c["metrics"], "blur_sigma": 3.0}})
+    edit_study(work, "liftcam-voc", lambda c: {**c, "metrics": {**c["metrics"], "blur_sigma": 3.0}})
     try:
         jobs = planned_jobs(snakemake(work, "-n", *targets))
     finally:
