@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from .errors import LayersweepError
 from .preprocess import TORCHVISION, Preprocessing, to_model_input
 
-from .models import ARCHS, adapter_for, head_of, replace_head
+from .models import ARCHS, adapter_for, build_torchvision, head_of, replace_head
 
 N_CLASSES = 20
 SOURCES = ("torchvision", "torchray_voc")
@@ -43,7 +43,7 @@ def checkpoint_key(arch: str, source: str) -> str:
 def build_architecture(arch: str = "vgg11", source: str = "torchvision", n_classes: int = 1000) -> nn.Module:
     """The untrained network, torchvision's default init (TorchRay's: ceil-mode max-pooling, as in Caffe)."""
     check_arch(arch, source)
-    model = getattr(torchvision.models, arch)(weights=None, num_classes=n_classes)
+    model = build_torchvision(arch, n_classes)  # the adapter's own builder for the archs torchvision lacks
     if source == "torchray_voc":
         for m in model.features:
             if isinstance(m, nn.MaxPool2d):

@@ -1,6 +1,7 @@
 """Public entry points: every requested site of a batch in one shared pass per method family."""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 import numpy as np
@@ -12,7 +13,7 @@ from .graph import Graph, trace
 from .passes import deeplift_pass, gradient_pass
 from .perturb import deeplift0_pass, perturb_pass
 from .registry import get_method, method_options
-from .sites import SiteTable, site_table
+from .sites import SiteTable, _shapes, site_table
 
 ATTRIBUTE_TO = ("output", "input")
 
@@ -123,6 +124,45 @@ def _check_count(value, key: str) -> int:
     return int(value)
 
 
+def constant_maps(results: dict, table: SiteTable, requested: dict) -> list[tuple[str, object]]:
+    """(method, layer) pairs whose maps are constant over every pixel of every image of the batch."""
+    out = []
+    for name, per in results.items():
+        for key, t in per.items():
+            flat = t.reshape(t.shape[0], -1)
+            if flat.shape[1] > 1 and bool((flat.amax(dim=1) == flat.amin(dim=1)).all()):
+                out.append((name, key))
+    return out
+
+
+def warn_constant_maps(results: dict, table: SiteTable, requested: dict) -> None:
+    """One sentence per method naming the layers where its maps carry no spatial information (e.g. the last
+    ViT block under class-token pooling: the patch tokens' gradient is exactly zero)."""
+    by_method: dict = {}
+    for name, key in constant_maps(results, table, requested):
+        by_method.setdefault(name, []).append(table[requested[key]].label)
+    for name, labels in by_method.items():
+        warnings.warn(f"method {name!r} gives a constant map at {', '.join(labels)} for every image of the batch "
+                      "(e.g. a zero gradient reaching that site); such maps rank nothing and should not be "
+                      "averaged with the others.", stacklevel=3)
+
+
+def deeplift_rules(model, layers) -> str:
+    """'exact' if captum's DeepLift rules cover every nonlinear node between the requested sites and the
+    logits, else 'gradient_fallback' (GELU, LayerNorm, attention, SiLU, ReLU6, functional relu, gates: the
+    plain gradient at each half's point, as captum does)."""
+    graph = trace(model)
+    table = site_table(model)
+    lowest = min(table.node_of(i) for i in requested_sites(table, layers).values())
+    tensors = set(_shapes(graph))  # nodes with a tensor output (shape arithmetic carries no gradient)
+    desc = graph.descendants(lowest)
+    for node in graph.nodes[lowest + 1:graph.logits + 1]:
+        if node.index in desc and node.index in tensors and node.rule is None and not node.linear \
+                and any(j in desc and j in tensors for j in node.inputs):
+            return "gradient_fallback"
+    return "exact"
+
+
 def _attribute(model, images, targets, methods, layers, *, baselines=None, attribute_to="output",
                max_pairs=64, precision="float32", options=None, seed=0, crop_ids=None, perturb_batch=64,
                return_weights=False):
@@ -159,6 +199,9 @@ def _attribute(model, images, targets, methods, layers, *, baselines=None, attri
     # the tensor each map lies on (for attribute_to 'input', the one feeding the site)
     node_of = {key: tensor_node(graph, table, index, attribute_to) for key, index in requested.items()}
     nodes = {n: position_of.get(n) for n in node_of.values()}
+    # transformer sites: the tensor each map lies on is put on a (C, h, w) grid (layouts.py)
+    layouts = {node_of[key]: table[index].layout for key, index in requested.items()
+               if index != -1 and table[index].layout != "nchw"}
 
     def collect(kind, maps, pass_weights):
         for key, n in node_of.items():
@@ -169,18 +212,20 @@ def _attribute(model, images, targets, methods, layers, *, baselines=None, attri
 
     if by_pass["gradient"]:
         gradient_methods = {m.name: m for m in methods if m.pass_kind == "gradient"}
-        maps, logits, pass_weights = gradient_pass(graph, images, targets, nodes, gradient_methods, amp_dtype=amp)
+        maps, logits, pass_weights = gradient_pass(graph, images, targets, nodes, gradient_methods, amp_dtype=amp,
+                                                    layouts=layouts)
         collect("gradient", maps, pass_weights)
     if by_pass["deeplift0"]:
         maps, pass_weights, dl0_logits = deeplift0_pass(graph, images, targets, nodes, by_pass["deeplift0"],
-                                                        n_classes=n_classes, max_pairs=max_pairs, mm_dtype=amp)
+                                                        n_classes=n_classes, max_pairs=max_pairs, mm_dtype=amp,
+                                                        layouts=layouts)
         logits = dl0_logits if logits is None else logits
         collect("deeplift0", maps, pass_weights)
     if by_pass["perturb"]:
         perturb_methods = {m.name: m for m in methods if m.pass_kind == "perturb"}
         maps, pass_weights, p_logits = perturb_pass(graph, images, targets, nodes, perturb_methods, options=opts,
                                                     seed=seed, crop_ids=crop_ids, perturb_batch=perturb_batch,
-                                                    mm_dtype=amp, position_of=position_of)
+                                                    mm_dtype=amp, position_of=position_of, layouts=layouts)
         logits = p_logits if logits is None else logits
         collect("perturb", maps, pass_weights)
     if by_pass["deeplift"]:
@@ -193,7 +238,7 @@ def _attribute(model, images, targets, methods, layers, *, baselines=None, attri
                 site[key] = ("out", node_of[key])
         maps, dl_logits = deeplift_pass(graph, images, targets, baselines, set(site.values()),
                                         by_pass["deeplift"], max_pairs=int(max_pairs), n_classes=n_classes,
-                                        amp_dtype=amp)
+                                        amp_dtype=amp, layouts=layouts)
         logits = dl_logits if logits is None else logits
         for key, s_ in site.items():
             for name in by_pass["deeplift"]:
@@ -209,6 +254,7 @@ def _attribute(model, images, targets, methods, layers, *, baselines=None, attri
 
     order = list(requested)
     results = {name: {key: own(per[key]) for key in order} for name, per in results.items()}
+    warn_constant_maps(results, table, requested)
     weights = {name: {key: own(per[key]) for key in order if key in per} for name, per in weights.items()}
     if return_weights:
         return results, logits.to(out_dtype), weights
