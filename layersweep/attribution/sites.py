@@ -163,6 +163,11 @@ def site_table(model: nn.Module) -> SiteTable:
         inside = [n for n in chosen if _under(n.name, (path,)) or n.module_path == path]
         if inside:
             alias_of.setdefault(inside[-1].index, path)
+    if adapter is not None and adapter.sites is not None:  # a non-block site path (Swin's `features.2`) names its node
+        for path in adapter.sites(model):
+            node = _output_node(graph, path, shapes, ndim)
+            if names.get(node.index, node.name) != path:
+                alias_of.setdefault(node.index, path)
     channel_axis = 1 if layout == "nchw" else -1
     sites = [Site(i, names.get(n.index, n.name), n.index, n.kind, shapes[n.index][channel_axis], alias_of.get(n.index),
                   layout) for i, n in enumerate(chosen)]
