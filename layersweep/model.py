@@ -35,6 +35,15 @@ def check_arch(arch: str, source: str = "torchvision") -> None:
         raise LayersweepError(f"config key 'model.arch' is '{arch}' but 'model.source: torchray_voc' is TorchRay's VGG16; set model.arch to vgg16.")
 
 
+def check_input_size(arch: str, crop_size: int) -> None:
+    """A ViT takes inputs of its own `image_size` only (its position embedding has one token per patch)."""
+    with torch.device("meta"):
+        side = getattr(build_torchvision(arch), "image_size", None)
+    if side is not None and int(crop_size) != int(side):
+        raise LayersweepError(f"config key 'data.crop_size' is {crop_size}, but model.arch '{arch}' takes {side}-px "
+                              f"inputs only; set data.crop_size to {side}.")
+
+
 def checkpoint_key(arch: str, source: str) -> str:
     """The entry of config key 'model.checkpoints' that holds the pretrained weights of this model."""
     return "torchray_voc" if source == "torchray_voc" else arch

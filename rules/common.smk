@@ -200,10 +200,11 @@ def voc_ready():
 
 def _model_checks():
     from layersweep.attribution.sites import arch_site_table
-    from layersweep.model import check_arch, checkpoint_key, needs_head_training
+    from layersweep.model import check_arch, check_input_size, checkpoint_key, needs_head_training
 
     try:
         check_arch(MODEL["arch"], MODEL["source"])
+        check_input_size(MODEL["arch"], DATA["crop_size"])
         sites = arch_site_table(MODEL["arch"], MODEL["source"])  # the sites of model.arch (meta device: no weights)
         sites.resolve(ATTR["layers"])
         sites.resolve(config["figures"]["fig3_layers"], key="figures.fig3_layers")

@@ -171,10 +171,12 @@ class AttributionShard:
 
 
 def write_attribution_shard(path, method, crop_ids, targets, logit, prob, maps_by_layer, store_dtype="float32",
-                            weights_by_layer=None) -> None:
-    """Write one shard atomically (`AttributionShard.write`) from its parts."""
+                            weights_by_layer=None, extra=None) -> None:
+    """Write one shard atomically (`AttributionShard.write`) from its parts; `extra` {key: array} adds keys of
+    its own (`deeplift_rules`: 'exact' or 'gradient_fallback', for the DeepLift family)."""
     AttributionShard(method=str(method), crop_id=np.asarray(crop_ids), target=np.asarray(targets),
                      maps=dict(maps_by_layer or {}), logit=logit, prob=prob, weights=dict(weights_by_layer or {}),
+                     extra={k: np.asarray(v) for k, v in (extra or {}).items()},
                      name=os.fspath(path)).write(path, store_dtype)
 
 
