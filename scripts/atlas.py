@@ -13,8 +13,11 @@ def main(sm):
     sel, labels = pipeline.select(crops, index, ids)
     wanted = set(ids)
     found = {method: {} for method in p.methods}  # method -> crop id -> {layer: map}
+    fallback = set()  # DeepLift-family methods that took the plain gradient through some nonlinearity
     for path in sm.input.shards:  # each shard read once
         shard = read_attribution_shard(path)
+        if str(shard.extra.get("deeplift_rules", "")) == "gradient_fallback":
+            fallback.add(shard.method)
         if shard.method in found:
             for i, cid in enumerate(shard.crop_ids):
                 if cid in wanted:
@@ -29,7 +32,8 @@ def main(sm):
                                   "(config key 'figures.example_crops').")
         layers = sorted(set.intersection(*(set(rows[c]) for c in ids)))
         maps[method] = {layer: [rows[c][layer] for c in ids] for layer in layers}
-    figures.atlas(sel, ids, maps, sm.output.pdf, sm.output.png, sm.output.table, labels=labels, **p.plot)
+    figures.atlas(sel, ids, maps, sm.output.pdf, sm.output.png, sm.output.table, labels=labels,
+                   gradient_fallback=fallback, **p.plot)
 
 
 run_script(snakemake, main)

@@ -30,9 +30,10 @@ def _layer_name(layer: int, spec_map) -> str:
 
 
 def atlas(crops, crop_ids, maps, out_pdf, out_png, out_csv, *, demo, dpi, specs=None,
-          labels=None) -> pd.DataFrame:
+          labels=None, gradient_fallback=()) -> pd.DataFrame:
     """crops (N, S, S, 3) uint8 (or float in [0, 1]); crop_ids (N,); maps {method: {layer: (N, h, w)}},
-    rows in crop_ids order; labels (N,) optional class names shown beside each crop.
+    rows in crop_ids order; labels (N,) optional class names shown beside each crop; gradient_fallback: the
+    methods whose shards say `deeplift_rules: gradient_fallback` (their row label says so).
 
     Methods are drawn in the order of `maps`; layers in index order (-1, the input, first).
     """
@@ -95,7 +96,8 @@ def atlas(crops, crop_ids, maps, out_pdf, out_png, out_csv, *, demo, dpi, specs=
             ax.imshow(np.clip(crops[i], 0, 1), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_ylabel(method_label(method), fontsize=8, rotation=0, ha="right", va="center")
+            fallback = "\n(gradient fallback)" if method in gradient_fallback else ""
+            ax.set_ylabel(method_label(method) + fallback, fontsize=8, rotation=0, ha="right", va="center")
             for c, layer in enumerate(layers, start=1):
                 ax = fig.add_subplot(grid[base + 1 + r, c])
                 ax.set_xticks([])
