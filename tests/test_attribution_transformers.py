@@ -238,3 +238,27 @@ def test_tiny_vit_arch_is_built_by_its_adapter():
     model = build_architecture("vit_tiny", n_classes=3).eval()
     table = site_table(model)
     assert model.heads.head.out_features == 3 and len(table) == 4 and table.layouts
+
+
+def test_deeplift_rules_are_exact_on_a_relu_network():
+    import torchvision
+    with torch.device("meta"):
+        resnet = torchvision.models.resnet18(num_classes=3).eval()
+    assert deeplift_rules(resnet, "blocks") == "exact"
+
+
+def test_vit_crop_size_is_checked_and_costs_count_tokens():
+    from layersweep.cost import network_facts
+    from layersweep.model import check_input_size
+    with pytest.raises(LayersweepError, match=r"'data.crop_size' is 64, but model.arch 'vit_b_16' takes 224-px"):
+        check_input_size("vit_b_16", 64)
+    check_input_size("swin_t", 64)
+    with torch.device("meta"):
+        model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16,
+                                  mlp_dim=32, num_classes=5).eval()
+    facts = network_facts(model, 32)
+    assert [(l.channels, l.height, l.width) for l in facts.layers] == [(16, 4, 4)] * 4
+    # per crop: the patch conv, then per block 17 tokens x (attention projections + MLP) and QK^T, AV; the head
+    conv = 16 * 16 * 3 * 8 * 8
+    block = 4 * 17 * 16 * 16 + 2 * 17 * 17 * 16 + 17 * 2 * 16 * 32
+    assert facts.total_macs == conv + 2 * block + 16 * 5
