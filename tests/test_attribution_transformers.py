@@ -266,3 +266,13 @@ def test_vit_crop_size_is_checked_and_costs_count_tokens():
     conv = 16 * 16 * 3 * 8 * 8
     block = 4 * 17 * 16 * 16 + 2 * 17 * 17 * 16 + 17 * 2 * 16 * 32
     assert facts.total_macs == conv + 2 * block + 16 * 5
+
+
+def test_vit_deepliftshap_at_the_input_matches_captum(vit):
+    """Down to the input, the DeepLift backward crosses ViT's `x.reshape(n, C, h * w)`, whose n is read off the
+    batch (images and baselines, not the pairs): its backward is written out, so the pairs fit."""
+    model, x, b, t = vit["model"], vit["x"], vit["b"], vit["t"]
+    out = attribute_layers(model, x, t, ["deepliftshap"], [-1, "encoder.layers.encoder_layer_0"], baselines=b,
+                           max_pairs=4)["deepliftshap"]
+    expected = captum_attr.DeepLiftShap(model).attribute(x, b, target=t).sum(1)
+    assert rel_err(out[-1], expected) < 1e-8

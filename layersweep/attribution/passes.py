@@ -368,7 +368,10 @@ def vjp(graph: Graph, node: Node, g: torch.Tensor, points: dict, mm) -> dict:
         scale = torch.rsqrt(m.running_var + m.eps)
         scale = scale if m.weight is None else m.weight * scale
         return {j: g * scale.detach().to(g.dtype).view(1, -1, 1, 1)}
-    if kind in ("identity", "flatten", "reshape") and len(node.inputs) == 1:
+    if kind in ("identity", "flatten", "reshape") and (len(node.inputs) == 1 or (
+            kind == "reshape" and not any(torch.is_tensor(points.get(i)) for i in node.inputs[1:]))):
+        # a reshape's other arguments are sizes, which a model may read off its batch (ViT: x.reshape(n, C, hw)
+        # with n = x.shape[0]): they would not fit the R rows of pairs here, so the backward is written out
         return {j: g.reshape((g.shape[0],) + tuple(points[j].shape[1:]))}
     if kind == "add" and len(node.inputs) == 2 and all(points[i].shape == g.shape for i in node.inputs) \
             and all(isinstance(a, fx.Node) for a in node.fx_node.args):
