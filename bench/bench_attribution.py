@@ -1,18 +1,18 @@
-"""Seconds per crop: the reference libraries looped over the 21 layers vs this engine's one shared pass.
+"""Seconds per crop: the reference libraries looped over the sites vs this engine's one shared pass.
 
-Random VGG11 (20 classes), the same crops and baselines for both sides, in one process:
-- captum LayerDeepLiftShap(model, features[l]) for l = 0..20  vs  attribute_layers(..., ["deepliftshap"])
-- pytorch-grad-cam GradCAMPlusPlus(model, [features[l]])      vs  attribute_layers(..., ["gradcampp"])
-The reference libraries run on a copy of the model with ReLU(inplace=False) (see the README's note on
-in-place ReLUs). The issue's target is a ratio >= 20 for each method on this CPU.
+A random network (20 classes), the same crops and baselines for both sides, in one process:
+- captum LayerDeepLiftShap(model, module of site s), one call per site  vs  attribute_layers(..., ["deepliftshap"])
+- pytorch-grad-cam GradCAMPlusPlus(model, [module of site s]), per site  vs  attribute_layers(..., ["gradcampp"])
+Sites: every module of VGG11's features (--arch vgg11), every block output of a ResNet (--arch resnet50).
+The reference libraries run on `layersweep.attribution.reference.library_copy` (one module per call, out of
+place: docs/architectures.md). Each --arch runs in the same process, so VGG and ResNet ratios are comparable.
 
-    python bench/bench_attribution.py [--size 112] [--crops 4] [--baselines 4] [--threads 2]
+    python bench/bench_attribution.py [--arch vgg11 resnet50] [--size 112] [--crops 4] [--baselines 4]
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import time
 import warnings
 
@@ -22,12 +22,21 @@ import torchvision
 from layersweep.attribution import attribute_layers
 
 
-def _reference_model(model):
-    ref = copy.deepcopy(model)
-    for m in ref.modules():
-        if isinstance(m, torch.nn.ReLU):
-            m.inplace = False
-    return ref
+def _setup(arch: str):
+    """(model, its library copy, site keys, {site: module of the copy}, description)."""
+    from layersweep.attribution.reference import library_copy, library_module
+    from layersweep.attribution.sites import site_table
+
+    model = getattr(torchvision.models, arch)(weights=None, num_classes=20).eval()
+    ref = library_copy(model)
+    if arch.startswith("vgg"):
+        sites = list(range(len(model.features)))
+        modules = {l: ref.features[l] for l in sites}
+        return model, ref, sites, modules, f"{len(sites)} layers"
+    table = site_table(model)
+    sites = [table[i].name for i in table.resolve("blocks")]
+    modules = {s: library_module(ref, s) for s in sites}
+    return model, ref, sites, modules, f"{len(sites)} block outputs"
 
 
 def _time(fn, repeats: int):
@@ -42,6 +51,7 @@ def _time(fn, repeats: int):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", nargs="+", default=["vgg11"], help="vgg11 and/or a ResNet (resnet18, resnet50, ...)")
     ap.add_argument("--size", type=int, default=112, help="input side in pixels")
     ap.add_argument("--crops", type=int, default=4, help="crops (one batch)")
     ap.add_argument("--baselines", type=int, default=4, help="DeepLiftShap baselines")
@@ -57,46 +67,48 @@ def main(argv=None):
 
     warnings.filterwarnings("ignore")  # captum warns on every call that it sets hooks
     torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    model = torchvision.models.vgg11(weights=None, num_classes=20).eval()
-    ref = _reference_model(model)
-    x = torch.randn(args.crops, 3, args.size, args.size)
-    base = torch.randn(args.baselines, 3, args.size, args.size)
-    targets = torch.arange(args.crops) % 20
-    layers = list(range(len(model.features)))
-    n = args.crops
-    print(f"VGG11 (random, 20 classes), {args.size}x{args.size}, {n} crops, {args.baselines} baselines, "
-          f"{len(layers)} layers, torch {torch.__version__}, {torch.get_num_threads()} threads")
-
-    def captum_loop():
-        # detach: captum's attributions keep their autograd graph (a whole forward per layer) otherwise
-        return {l: LayerDeepLiftShap(ref, ref.features[l]).attribute(x, base, target=targets).sum(1).detach()
-                for l in layers}
-
-    def gradcam_loop():
-        out = {}
-        with _raw_cams():
-            for l in layers:
-                with GradCAMPlusPlus(model=ref, target_layers=[ref.features[l]]) as cam:
-                    out[l] = torch.from_numpy(cam(x, [ClassifierOutputTarget(int(c)) for c in targets]))
-        return out
-
-    def engine(method):
-        return lambda: attribute_layers(model, x, targets, methods=[method], layers=layers, baselines=base,
-                                        max_pairs=args.max_pairs)[method]
-
-    engine("gradcampp")()  # warm-up (first-call allocations)
+    import platform
+    print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}, {platform.processor() or platform.machine()}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     rows = []
-    for method, ref_fn, ref_name in (("deepliftshap", captum_loop, "captum LayerDeepLiftShap x21"),
-                                     ("gradcampp", gradcam_loop, "pytorch-grad-cam GradCAMPlusPlus x21")):
-        w_ref, c_ref, out_ref = _time(ref_fn, args.repeats)
-        w_eng, c_eng, out_eng = _time(engine(method), args.repeats)
-        err = max(float((out_eng[l] - out_ref[l]).abs().max() / out_ref[l].abs().max().clamp_min(1e-30)) for l in layers)
-        rows.append((method, ref_name, w_ref / n, w_eng / n, c_ref / c_eng, err))
+    for arch in args.arch:
+        torch.manual_seed(args.seed)
+        model, ref, sites, modules, what = _setup(arch)
+        x = torch.randn(args.crops, 3, args.size, args.size)
+        base = torch.randn(args.baselines, 3, args.size, args.size)
+        targets = torch.arange(args.crops) % 20
+        n = args.crops
+        print(f"{arch} (random, 20 classes), {args.size}x{args.size}, {n} crops, {args.baselines} baselines, {what}")
+
+        def captum_loop():
+            # detach: captum's attributions keep their autograd graph (a whole forward per site) otherwise
+            return {s: LayerDeepLiftShap(ref, modules[s]).attribute(x, base, target=targets).sum(1).detach()
+                    for s in sites}
+
+        def gradcam_loop():
+            out = {}
+            with _raw_cams():
+                for s in sites:
+                    with GradCAMPlusPlus(model=ref, target_layers=[modules[s]]) as cam:
+                        out[s] = torch.from_numpy(cam(x, [ClassifierOutputTarget(int(c)) for c in targets]))
+            return out
+
+        def engine(method):
+            return lambda: attribute_layers(model, x, targets, methods=[method], layers=sites, baselines=base,
+                                            max_pairs=args.max_pairs)[method]
+
+        engine("gradcampp")()  # warm-up (first-call allocations, the trace)
+        for method, ref_fn, ref_name in (("deepliftshap", captum_loop, f"captum LayerDeepLiftShap x{len(sites)}"),
+                                         ("gradcampp", gradcam_loop, f"pytorch-grad-cam GradCAM++ x{len(sites)}")):
+            w_ref, c_ref, out_ref = _time(ref_fn, args.repeats)
+            w_eng, c_eng, out_eng = _time(engine(method), args.repeats)
+            err = max(float((out_eng[s] - out_ref[s]).abs().max() / out_ref[s].abs().max().clamp_min(1e-30))
+                      for s in sites)
+            rows.append((arch, method, ref_name, w_ref / n, w_eng / n, c_ref / c_eng, err))
     print(f"best of {args.repeats}; wall seconds per crop; 'cpu x' = ratio of process CPU times (less sensitive to other jobs)")
-    print(f"{'method':<14}{'reference':<38}{'ref s/crop':>11}{'engine s/crop':>15}{'speed-up':>10}{'cpu x':>8}{'max rel err':>13}")
-    for method, ref_name, r, e, cpu_ratio, err in rows:
-        print(f"{method:<14}{ref_name:<38}{r:>11.3f}{e:>15.4f}{r / e:>9.1f}x{cpu_ratio:>7.1f}x{err:>13.1e}")
+    print(f"{'arch':<10}{'method':<14}{'reference':<36}{'ref s/crop':>11}{'engine s/crop':>15}{'speed-up':>10}{'cpu x':>8}{'max rel err':>13}")
+    for arch, method, ref_name, r, e, cpu_ratio, err in rows:
+        print(f"{arch:<10}{method:<14}{ref_name:<36}{r:>11.3f}{e:>15.4f}{r / e:>9.1f}x{cpu_ratio:>7.1f}x{err:>13.1e}")
     return rows
 
 

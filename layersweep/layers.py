@@ -27,6 +27,7 @@ class LayerSpec:
     jump: int           # input pixels between neighbouring output units
     offset: int         # input coordinate of the first pixel seen by output unit 0 (may be < 0: padding)
     label: str = ""     # how figures name it: the block's module path where the site ends a block
+    deeplift_rules: str = "exact"  # "gradient_fallback" where captum has no rule for a node after the site
 
     def rf_box(self, row: int, col: int, image_size: int) -> tuple[int, int, int, int]:
         """(top, left, bottom, right), inclusive-exclusive, of unit (row, col) clipped to the image."""
@@ -78,8 +79,8 @@ def site_layer_specs(table) -> list[LayerSpec]:
             continue
         rf, jump, offset = max(f[0] for f in ins), min(f[1] for f in ins), min(f[2] for f in ins)
         field[node.index] = _step(node.module, rf, jump, offset) if node.module is not None else (rf, jump, offset)
-    return [LayerSpec(s.index, s.name, KIND_NAMES.get(s.kind, s.kind), *field[s.node], label=s.label)
-            for s in table.sites]
+    return [LayerSpec(s.index, s.name, KIND_NAMES.get(s.kind, s.kind), *field[s.node], label=s.label,
+                      deeplift_rules=graph.deeplift_rules(s.node)) for s in table.sites]
 
 
 @functools.lru_cache(maxsize=16)

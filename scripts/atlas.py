@@ -1,9 +1,12 @@
+import numpy as np
+
 from layersweep.script_runner import run_script
 
 
 def main(sm):
     from layersweep import figures, pipeline
     from layersweep.attribution import read_attribution_shard
+    from layersweep.attribution.registry import get_method
     from layersweep.data import read_split
     from layersweep.errors import LayersweepError
 
@@ -16,7 +19,8 @@ def main(sm):
     fallback = set()  # DeepLift-family methods that took the plain gradient through some nonlinearity
     for path in sm.input.shards:  # each shard read once
         shard = read_attribution_shard(path)
-        if str(shard.extra.get("deeplift_rules", "")) == "gradient_fallback":
+        if get_method(shard.method).pass_kind in ("deeplift", "deeplift0") \
+                and "gradient_fallback" in np.asarray(shard.extra.get("deeplift_rules", [])).tolist():
             fallback.add(shard.method)
         if shard.method in found:
             for i, cid in enumerate(shard.crop_ids):

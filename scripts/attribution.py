@@ -1,11 +1,11 @@
+import numpy as np
+
 from layersweep.script_runner import run_script
 
 
 def main(sm):
     from layersweep import pipeline
     from layersweep.attribution import attribute_crops, write_attribution_shard
-    from layersweep.attribution.engine import deeplift_rules
-    from layersweep.attribution.registry import get_method
     from layersweep.attribution.sites import site_table
     from layersweep.preprocess import preprocessing_for
 
@@ -21,12 +21,13 @@ def main(sm):
                           options={method: dict(p.options)},
                           seed=p.shard["seed"], crop_ids=ids, perturb_batch=p.perturb_batch, dtype=p.dtype,
                           return_weights=p.store_weights)
-    # the DeepLift family says whether captum's rules covered every nonlinearity above the sites (GELU,
-    # LayerNorm, attention, SiLU: the plain gradient instead)
-    extra = {"deeplift_rules": deeplift_rules(model, layers)} if get_method(method).pass_kind in ("deeplift", "deeplift0") else None
+    table = site_table(model)
+    # which site each integer key is, and whether DeepLift had captum's rules all the way (docs/architectures.md)
+    sites = {"site_name": np.array([table[l].name for l in layers]),
+             "deeplift_rules": np.array([table.graph.deeplift_rules(table.node_of(l)) for l in layers])}
     write_attribution_shard(sm.output[0], method, ids, labels, out["logit"], out["prob"], out["maps"][method],
                             p.store_dtype, weights_by_layer=out["weights"].get(method) if p.store_weights else None,
-                            extra=extra)
+                            extra=sites)
 
 
 run_script(snakemake, main)

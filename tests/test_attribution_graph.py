@@ -29,6 +29,7 @@ import pytorch_grad_cam as pgc
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from layersweep.attribution import attribute_layers
+from layersweep.attribution.reference import library_copy, library_module
 from layersweep.attribution.sites import site_table
 from layersweep.errors import LayersweepError
 
@@ -58,54 +59,6 @@ def randomise(model: nn.Module, seed: int) -> nn.Module:
                 if m.bias is not None:
                     m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
     return model.double().eval()
-
-
-class LibraryBlock(nn.Module):
-    """A ResNet block as the libraries can hook it: one ReLU module per call, the sum as an nn.Identity,
-    nothing in place. Shares the block's parameters."""
-
-    def __init__(self, block):
-        super().__init__()
-        self.block = block
-        self.bottleneck = isinstance(block, Bottleneck)
-        self.relus = nn.ModuleList([nn.ReLU() for _ in range(3 if self.bottleneck else 2)])
-        self.add = nn.Identity()
-
-    def forward(self, x):
-        b = self.block
-        out = self.relus[0](b.bn1(b.conv1(x)))
-        out = b.bn2(b.conv2(out))
-        if self.bottleneck:
-            out = b.bn3(b.conv3(self.relus[1](out)))
-        identity = x if b.downsample is None else b.downsample(x)
-        return self.relus[-1](self.add(out + identity))
-
-
-def library_copy(model: nn.Module) -> nn.Module:
-    ref = copy.deepcopy(model)
-    for name in ("layer1", "layer2", "layer3", "layer4"):
-        stage = getattr(ref, name)
-        for i, block in enumerate(stage):
-            stage[i] = LibraryBlock(block)
-    for m in ref.modules():
-        if isinstance(m, (nn.ReLU, nn.ReLU6)):
-            m.inplace = False
-    return ref
-
-
-def resnet_module(ref, site: str) -> nn.Module:
-    """The module of the library copy whose output is the engine's site `site`."""
-    parts = site.split(".")
-    if parts[0].startswith("layer") and len(parts) >= 3:
-        lib = getattr(ref, parts[0])[int(parts[1])]
-        leaf = ".".join(parts[2:])
-        if leaf == "add":
-            return lib.add
-        if leaf.startswith("relu"):
-            call = int(leaf.split("_")[1]) if "_" in leaf else 0
-            return lib.relus[call]
-        return lib.block.get_submodule(leaf)
-    return ref.get_submodule(site)
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +94,7 @@ def test_deepliftshap_matches_captum_at_every_kind_of_site(resnet):
     before = copy.deepcopy(model.state_dict())
     out = attribute_layers(model, x, t, ["deepliftshap"], RESNET_SITES, baselines=b, max_pairs=4)["deepliftshap"]
     for site in RESNET_SITES:
-        expected = captum_attr.LayerDeepLiftShap(ref, resnet_module(ref, site)).attribute(x, b, target=t).sum(1)
+        expected = captum_attr.LayerDeepLiftShap(ref, library_module(ref, site)).attribute(x, b, target=t).sum(1)
         assert rel_err(out[site], expected.detach()) < TOL, site
     for k, v in model.state_dict().items():  # the caller's model is untouched
         assert torch.equal(v, before[k]), k
@@ -170,7 +123,7 @@ def test_cams_match_pytorch_grad_cam(resnet, monkeypatch, method, cls):
     model, ref, x, t = (resnet[k] for k in ("model", "ref", "x", "t"))
     out = attribute_layers(model, x, t, [method], RESNET_SITES)[method]
     for site in RESNET_SITES:
-        with getattr(pgc, cls)(model=ref, target_layers=[resnet_module(ref, site)]) as cam:
+        with getattr(pgc, cls)(model=ref, target_layers=[library_module(ref, site)]) as cam:
             expected = cam(x, [ClassifierOutputTarget(int(c)) for c in t])
         if not np.any(expected):
             assert not out[site].any(), site
@@ -187,7 +140,7 @@ def test_liftcam_contributions_sum_to_the_zeroed_site(resnet):
     with torch.no_grad():
         fx = ref(x).gather(1, t[:, None])[:, 0]
         for site in sites:
-            handle = resnet_module(ref, site).register_forward_hook(lambda m, i, o: torch.zeros_like(o))
+            handle = library_module(ref, site).register_forward_hook(lambda m, i, o: torch.zeros_like(o))
             f0 = ref(x).gather(1, t[:, None])[:, 0]
             handle.remove()
             assert torch.allclose(weights["liftcam"][site].sum(1), fx - f0, rtol=1e-9, atol=1e-9), site
@@ -203,10 +156,43 @@ def test_ablationcam_matches_pytorch_grad_cam_at_block_outputs(resnet, monkeypat
     sites = ["layer1.0.relu_1", "layer2.0.relu_1"]
     out = attribute_layers(model, x[:2], t[:2], ["ablationcam"], sites)["ablationcam"]
     for site in sites:
-        with pgc.AblationCAM(model=ref, target_layers=[resnet_module(ref, site)]) as cam:
+        with pgc.AblationCAM(model=ref, target_layers=[library_module(ref, site)]) as cam:
             cam.batch_size = 64
             expected = cam(x[:2], [ClassifierOutputTarget(int(c)) for c in t[:2]])
         assert rel_err(out[site], torch.from_numpy(expected)) < 1e-5, site  # the library's scores are float32
+
+
+def test_ablationcam_with_the_library_value_inside_a_block(resnet, monkeypatch):
+    """At bn2 (its consumer is the residual sum, not a ReLU) the library ablates with "minimum - 1e7"; so does
+    the engine, playing the game at the site itself."""
+    import pytorch_grad_cam.base_cam as base_cam
+
+    monkeypatch.setattr(base_cam, "scale_cam_image", lambda cam, target_size=None: cam)
+    model, ref, x, t = (resnet[k] for k in ("model", "ref", "x", "t"))
+    out = attribute_layers(model, x[:1], t[:1], ["ablationcam"], ["layer1.0.bn2"])["ablationcam"]
+    with pgc.AblationCAM(model=ref, target_layers=[library_module(ref, "layer1.0.bn2")]) as cam:
+        cam.batch_size = 64
+        expected = cam(x[:1], [ClassifierOutputTarget(int(t[0]))])
+    assert rel_err(out["layer1.0.bn2"], torch.from_numpy(expected)) < 1e-5
+
+
+def test_fullgrad_takes_batchnorm_shifts_and_sums_to_the_library_map(resnet, monkeypatch):
+    """ResNet convs have no bias: FullGrad's terms are the BatchNorm shifts' and the input's. Resized and
+    summed over every BatchNorm site, they equal pytorch-grad-cam's FullGrad map."""
+    import cv2
+    import pytorch_grad_cam.fullgrad_cam as fullgrad_cam
+
+    monkeypatch.setattr(fullgrad_cam, "scale_cam_image", lambda cam, target_size=None: cam)
+    model, ref, x, t = (resnet[k] for k in ("model", "ref", "x", "t"))
+    table = site_table(model)
+    bns = [s.index for s in table.sites if s.kind == "batchnorm"]
+    fg = pgc.FullGrad(ref, [])
+    total = torch.from_numpy(fg(x, [ClassifierOutputTarget(int(c)) for c in t]))
+    fg.activations_and_grads.release()
+    terms = attribute_layers(model, x, t, ["fullgrad"], [-1] + bns)["fullgrad"]
+    height, width = x.shape[-2:]
+    resized = [np.stack([cv2.resize(m, (width, height)) for m in terms[i].numpy()]) for i in bns]
+    assert rel_err(terms[-1] + torch.from_numpy(np.sum(resized, axis=0)), total) < 1e-6
 
 
 def test_bottleneck_resnet_deepliftshap_matches_captum():
@@ -219,7 +205,7 @@ def test_bottleneck_resnet_deepliftshap_matches_captum():
     sites = ["layer1.0.relu_1", "layer1.0.add", "layer1.0.relu_2", "layer2.0.downsample.0", "layer4.0.relu_2"]
     out = attribute_layers(model, x, t, ["deepliftshap"], sites, baselines=b)["deepliftshap"]
     for site in sites:
-        expected = captum_attr.LayerDeepLiftShap(ref, resnet_module(ref, site)).attribute(x, b, target=t).sum(1)
+        expected = captum_attr.LayerDeepLiftShap(ref, library_module(ref, site)).attribute(x, b, target=t).sum(1)
         assert rel_err(out[site], expected.detach()) < TOL, site
 
 
@@ -273,3 +259,34 @@ def test_every_family_traces_with_named_blocks_and_runs_a_gradient_sweep(arch):
     x = torch.randn(1, 3, 64, 64)
     out = attribute_layers(model, x, torch.tensor([1]), ["gradcampp"], "stages")["gradcampp"]
     assert set(out) == set(stages) and all(torch.isfinite(m).all() for m in out.values())
+
+
+class SmoothNet(nn.Module):
+    """Every activation captum has its rescale rule for (matched by exact type), and one it has none for."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.Tanh(), nn.Conv2d(6, 6, 3), nn.ELU(),
+                                      nn.Conv2d(6, 8, 3, stride=2), nn.LeakyReLU(0.1), nn.Conv2d(8, 8, 3),
+                                      nn.Softplus(), nn.Conv2d(8, 8, 1), nn.Sigmoid(), nn.Conv2d(8, 8, 1),
+                                      nn.SiLU())
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x):
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def test_captums_other_nonlinear_rules_and_its_fallback():
+    torch.manual_seed(0)
+    model = SmoothNet().double().eval()
+    g = torch.Generator().manual_seed(7)
+    x, b = torch.randn(2, 3, 14, 12, generator=g, dtype=torch.float64), torch.randn(3, 3, 14, 12, generator=g, dtype=torch.float64)
+    t = torch.tensor([1, 3])
+    sites = list(range(-1, 12))
+    out = attribute_layers(model, x, t, ["deepliftshap"], sites, baselines=b)["deepliftshap"]
+    for site in sites:
+        if site == -1:
+            expected = captum_attr.DeepLiftShap(model).attribute(x, b, target=t).sum(1)
+        else:
+            expected = captum_attr.LayerDeepLiftShap(model, model.features[site]).attribute(x, b, target=t).sum(1)
+        assert rel_err(out[site], expected.detach()) < TOL, site

@@ -203,19 +203,21 @@ def test_deepliftshap_fallback_matches_captum(vit, swin, family, sites):
 
 
 def test_ablation_and_liftcam_write_the_grid_back_with_the_clean_class_token(vit):
-    """AblationCAM at a ViT site zeroes one channel of every patch token and keeps the class token: checked
-    against a forward hook doing exactly that on the model, for every channel (a naive loop)."""
+    """AblationCAM at a ViT site sets one channel of every patch token to pytorch-grad-cam's ablation value
+    (the patches' minimum - 1e7: a block output is not post-ReLU) and keeps the class token: checked against a
+    forward hook doing exactly that on the model, for every channel (a naive loop)."""
     model, x, t = vit["model"], vit["x"][:1], vit["t"][:1]
     site = "encoder.layers.encoder_layer_0"
     block = model.encoder.layers[0]
-    _, w = attribute_layers(model, x, t, ["ablationcam", "liftcam"], [site], return_weights=True)
+    with pytest.warns(UserWarning, match="ablation value"):
+        _, w = attribute_layers(model, x, t, ["ablationcam", "liftcam"], [site], return_weights=True)
     with torch.no_grad():
         y = model(x)[0, t[0]]
         expected = []
         for c in range(16):
             def ablate(m, i, o, c=c):
                 o = o.clone()
-                o[:, 1:, c] = 0
+                o[:, 1:, c] = o[:, 1:].min() - 1e7
                 return o
             h = block.register_forward_hook(ablate)
             expected.append((y - model(x)[0, t[0]]) / y)  # pytorch-grad-cam's ablation weight

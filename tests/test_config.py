@@ -87,11 +87,13 @@ def test_method_layers_are_checked_against_the_arch_and_the_method():
     with pytest.raises(LayersweepError) as err:
         check_method_layers(_attribution(fullgrad={"layers": [3, 4]}), "fullgrad", vgg11)
     assert str(err.value) == ("config key 'attribution.options.fullgrad.layers' names layer 4 (features.4, a relu) "
-                              "for method 'fullgrad', which is defined only at layers of kind conv or input; list "
+                              "for method 'fullgrad', which is defined only at layers of kind conv or batchnorm or input; list "
                               "only such layers in 'attribution.options.fullgrad.layers'.")
-    with pytest.raises(LayersweepError, match=r"^config key 'attribution.options.fullgrad.layers' names layer 1 "
-                                              r"\(features.1, a batchnorm\)"):
-        check_method_layers(_attribution(fullgrad={"layers": [0, 1]}), "fullgrad", vgg11_bn)
+    # a BatchNorm's shift is a bias term too (pytorch-grad-cam's FullGrad takes it)
+    assert check_method_layers(_attribution(fullgrad={"layers": [0, 1]}), "fullgrad", vgg11_bn) == [0, 1]
+    with pytest.raises(LayersweepError, match=r"^config key 'attribution.options.fullgrad.layers' names layer 2 "
+                                              r"\(features.2, a relu\)"):
+        check_method_layers(_attribution(fullgrad={"layers": [0, 2]}), "fullgrad", vgg11_bn)
     with pytest.raises(LayersweepError) as err:  # no list of its own: attribution.layers is named
         check_method_layers(_attribution("all"), "fullgrad", vgg11)
     assert str(err.value).startswith("config key 'attribution.layers' names layer 1 (features.1, a relu) for method "

@@ -286,6 +286,6 @@ def test_fullgrad_terms_and_their_sum_match_pytorch_grad_cam(setup, monkeypatch)
 
 
 def test_fullgrad_at_a_relu_is_one_sentence(setup):
-    with pytest.raises(LayersweepError, match=r"^method 'fullgrad' is defined only at layers of kind conv or input, "
+    with pytest.raises(LayersweepError, match=r"^method 'fullgrad' is defined only at layers of kind conv or batchnorm or input, "
                                               r"but layer 1 is features\.1, a relu"):
         attribute_layers(setup["model"], setup["x"], setup["t"], methods=["fullgrad"], layers=[0, 1])

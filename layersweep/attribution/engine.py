@@ -13,7 +13,7 @@ from .graph import Graph, trace
 from .passes import deeplift_pass, gradient_pass
 from .perturb import deeplift0_pass, perturb_pass
 from .registry import get_method, method_options
-from .sites import SiteTable, _shapes, site_table
+from .sites import SiteTable, site_table
 
 ATTRIBUTE_TO = ("output", "input")
 
@@ -148,19 +148,12 @@ def warn_constant_maps(results: dict, table: SiteTable, requested: dict) -> None
 
 
 def deeplift_rules(model, layers) -> str:
-    """'exact' if captum's DeepLift rules cover every nonlinear node between the requested sites and the
-    logits, else 'gradient_fallback' (GELU, LayerNorm, attention, SiLU, ReLU6, functional relu, gates: the
-    plain gradient at each half's point, as captum does)."""
-    graph = trace(model)
+    """'exact' if captum's DeepLift rules cover every nonlinear node after the lowest requested site, else
+    'gradient_fallback' (GELU, LayerNorm, attention, SiLU, ReLU6, functional relu, gates: the plain gradient at
+    each half's point, as captum does); `Graph.deeplift_rules` per site."""
     table = site_table(model)
     lowest = min(table.node_of(i) for i in requested_sites(table, layers).values())
-    tensors = set(_shapes(graph))  # nodes with a tensor output (shape arithmetic carries no gradient)
-    desc = graph.descendants(lowest)
-    for node in graph.nodes[lowest + 1:graph.logits + 1]:
-        if node.index in desc and node.index in tensors and node.rule is None and not node.linear \
-                and any(j in desc and j in tensors for j in node.inputs):
-            return "gradient_fallback"
-    return "exact"
+    return table.graph.deeplift_rules(lowest)
 
 
 def _attribute(model, images, targets, methods, layers, *, baselines=None, attribute_to="output",
@@ -186,6 +179,11 @@ def _attribute(model, images, targets, methods, layers, *, baselines=None, attri
         crop_ids = list(range(images.shape[0]))
     if len(crop_ids) != images.shape[0]:
         raise LayersweepError(f"{len(crop_ids)} crop ids for {images.shape[0]} images; give one id per image.")
+    if any(m.name == "ablationcam" for m in methods) and any(
+            index != -1 and table[index].layout != "nchw" for index in requested.values()):
+        warnings.warn("AblationCAM at a transformer site ablates with pytorch-grad-cam's ablation value, the "
+                      "minimum - 1e7, far outside what a LayerNorm or a residual stream ever holds: read its maps "
+                      "there with care (docs/transformers.md).", stacklevel=3)
     by_pass = {kind: {m.name: m.fn for m in methods if m.pass_kind == kind}
                for kind in ("gradient", "deeplift", "deeplift0", "perturb")}
     targets, baselines = _check_tensors(model, images, targets, baselines, bool(by_pass["deeplift"]), n_classes)

@@ -12,9 +12,10 @@ never copied or changed and none of its hooks fire. What the interpreter changes
   two nodes with two names, so each call has its own activation and its own DeepLift rule;
 - eval semantics: the model must be in eval mode (BatchNorm a fixed affine map, Dropout the identity).
 
-DeepLift rules (captum's `SUPPORTED_NON_LINEAR`, matched by exact type as captum does): `nn.ReLU` and
-`nn.MaxPool2d` modules. Every other node takes the plain gradient (captum's fallback): functional
-`F.relu`, ReLU6, SiLU, GELU, LayerNorm, sigmoid gates. `Node.linear` marks nodes whose vector-Jacobian
+DeepLift rules (captum's `SUPPORTED_NON_LINEAR`, matched by exact type as captum does): `nn.ReLU`, `nn.ELU`,
+`nn.LeakyReLU`, `nn.Sigmoid`, `nn.Tanh`, `nn.Softplus` (the rescale rule) and `nn.MaxPool2d` modules. Every
+other node takes the plain gradient (captum's fallback): functional `F.relu`, ReLU6, SiLU, GELU, LayerNorm,
+sigmoid gates, and `nn.Softmax` (captum's own softmax rule is not reproduced). `Node.linear` marks nodes whose vector-Jacobian
 product does not depend on the point (conv, BatchNorm, linear, pooling by average, sums, reshapes).
 """
 from __future__ import annotations
@@ -29,7 +30,9 @@ from torch import fx, nn
 
 from ..errors import LayersweepError
 
-RULES = {nn.ReLU: "relu", nn.MaxPool2d: "maxpool"}  # exact types, as captum matches them
+# captum's SUPPORTED_NON_LINEAR, matched by exact type as captum does: "nonlinear" is its rescale rule
+RULES = {nn.ReLU: "relu", nn.MaxPool2d: "maxpool", nn.ELU: "nonlinear", nn.LeakyReLU: "nonlinear",
+         nn.Sigmoid: "nonlinear", nn.Tanh: "nonlinear", nn.Softplus: "nonlinear"}
 MODULE_KINDS = ((nn.Conv2d, "conv"), (nn.BatchNorm2d, "batchnorm"), (nn.ReLU, "relu"), (nn.MaxPool2d, "maxpool"),
                 (nn.Linear, "linear"), (nn.AdaptiveAvgPool2d, "avgpool"), (nn.AvgPool2d, "avgpool"),
                 (nn.Dropout, "identity"), (nn.Identity, "identity"), (nn.Flatten, "flatten"),
@@ -137,6 +140,24 @@ class Graph:
                     out.add(node.index)
             self._descendants[index] = frozenset(out)
         return self._descendants[index]
+
+    def plain_gradient_nodes(self) -> frozenset:
+        """Nodes where DeepLift takes the plain gradient though they are not linear (captum's fallback): no rule
+        of their own, not a linear kind, not a product with a constant."""
+        batch = self.descendants(0)
+        out = set()
+        for node in self.nodes:
+            if node.index not in batch or node.rule is not None or node.linear or node.kind in ("output", "input"):
+                continue
+            if node.kind == "mul" and sum(j in batch for j in node.inputs) <= 1:
+                continue  # a scale by a parameter (ConvNeXt's layer scale) is linear
+            out.add(node.index)
+        return frozenset(out)
+
+    def deeplift_rules(self, index: int) -> str:
+        """'exact' when every node after node `index` is linear or has captum's rule, else 'gradient_fallback'
+        (the multipliers at a tensor depend only on what comes after it)."""
+        return "gradient_fallback" if self.descendants(index) & self.plain_gradient_nodes() - {index} else "exact"
 
     def sole_consumer(self, index: int) -> int | None:
         c = self.nodes[index].consumers

@@ -472,6 +472,15 @@ def backward_chunk(graph: Graph, plan: DeepLiftPlan, xs: Store, bs: Store, targe
             want_gin = ("in", i) in plan.sites or quirk_below
             new, gin = _relu_rule(g, rec, delta(j0), delta(i), masks, s_below, want_gin)
             give(j0, new)
+        elif node.rule == "nonlinear":  # rescale rule; the plain gradient of each half where |dx| < eps
+            dx, factor = delta(j0), delta(i).div_(delta(j0))
+            small = dx.abs() < EPS
+            go = rec if rec is not None else g
+            plain = torch.stack([unflat(vjp(graph, node, flat(g[h:h + 1]), {j0: point(j0, h)}, mm)[j0], 1)[0]
+                                 for h in range(s_below)])
+            new = torch.where(small, plain, go[:s_below] * factor)
+            gin = plain
+            give(j0, new)
         elif node.rule == "maxpool":
             new, gin = _maxpool_rule(node, g, rec, delta(j0), px(xs[i]), pb(bs[i]), px(xs.idx(i)), pb(bs.idx(i)),
                                      xs[j0].shape, s_below, i in plan.q_needed, flat, unflat)

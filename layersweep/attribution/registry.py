@@ -6,8 +6,8 @@ A method declares which shared pass it needs and a function from that pass's per
   layer, the gradients being those of the target logit (or of the method's `utility`); `cam` is
   (B, H, W). The engine then clamps at 0, as pytorch-grad-cam's `BaseCAM.compute_cam_per_layer` does
   (`np.maximum(cam, 0)`) before resizing. A function with a single positional parameter gets only the
-  activations (no backward is run for it). Keyword-only parameters are filled by name: `op` (the layer's
-  `network.Op`, None at the model input), `position` (-1 = input), `logits` (B, K), `targets` (B,), and,
+  activations (no backward is run for it). Keyword-only parameters are filled by name: `op` (the site's
+  `graph.Node`, with .kind and .module; None at the model input), `position` (-1 = input), `logits` (B, K), `targets` (B,), and,
   for a Hessian term, `class_sums` (B, K) = <dz_k/dA, A> and `class_grad_means` (B, K, C) = spatial mean
   of dz_k/dA (one backward per class, contracted on the fly; see `passes.gradient_pass`).
 - pass "deeplift" (the DeepLift family): `fn(delta, multiplier) -> map`, tensors
@@ -35,14 +35,14 @@ from ..errors import LayersweepError
 PASSES = ("gradient", "deeplift", "deeplift0", "perturb")
 
 
-# op kinds a layer can have (`network.Op.kind` of model.features, and "input" for layer -1)
-LAYER_KINDS = ("input", "conv", "relu", "maxpool")
+# node kinds a method can restrict itself to (`graph.Node.kind`, and "input" for the model input)
+LAYER_KINDS = ("input", "conv", "batchnorm", "relu", "maxpool", "add", "linear")
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
-    pass_kind: str      # "gradient" | "deeplift"
+    pass_kind: str      # one of PASSES: "gradient" | "deeplift" | "deeplift0" | "perturb"
     fn: Callable
     reference: str      # the library implementation it reproduces (for docs and error messages)
     # op kinds of the layers the method is defined at (e.g. ("conv",) for FullGrad's bias term); None = all

@@ -172,12 +172,11 @@ class AttributionShard:
 
 def write_attribution_shard(path, method, crop_ids, targets, logit, prob, maps_by_layer, store_dtype="float32",
                             weights_by_layer=None, extra=None) -> None:
-    """Write one shard atomically (`AttributionShard.write`) from its parts; `extra` {key: array} adds keys of
-    its own (`deeplift_rules`: 'exact' or 'gradient_fallback', for the DeepLift family)."""
+    """Write one shard atomically (`AttributionShard.write`) from its parts; `extra` {key: array} is stored
+    as it is (the pipeline stores each layer's site name and DeepLift rule set)."""
     AttributionShard(method=str(method), crop_id=np.asarray(crop_ids), target=np.asarray(targets),
                      maps=dict(maps_by_layer or {}), logit=logit, prob=prob, weights=dict(weights_by_layer or {}),
-                     extra={k: np.asarray(v) for k, v in (extra or {}).items()},
-                     name=os.fspath(path)).write(path, store_dtype)
+                     extra=dict(extra or {}), name=os.fspath(path)).write(path, store_dtype)
 
 
 def read_attribution_shard(path) -> AttributionShard:

@@ -187,11 +187,17 @@ def write_csv(df: pd.DataFrame, out_csv) -> pd.DataFrame:
     return df
 
 
+FALLBACK_MARK = "\u2020"  # a site where DeepLift takes captum's plain-gradient fallback after it
+
+
 def layer_axis(ax, layers, spec_map) -> None:
-    """x = layer index, ticks = layer names coloured by layer kind."""
+    """x = layer index, ticks = site names (a block's module path where the site ends a block) coloured by
+    kind; a dagger marks sites whose DeepLift maps take captum's plain-gradient fallback somewhere after them."""
     layers = sorted(set(int(l) for l in layers))
     ax.set_xticks(layers)
-    ax.set_xticklabels([spec_map[l].name for l in layers], rotation=90, fontsize=8)
+    ax.set_xticklabels([(getattr(spec_map[l], "label", "") or spec_map[l].name)
+                        + (FALLBACK_MARK if getattr(spec_map[l], "deeplift_rules", "exact") != "exact" else "")
+                        for l in layers], rotation=90, fontsize=8)
     for tick, l in zip(ax.get_xticklabels(), layers):
         tick.set_color(kind_colour(spec_map[l].kind))
     ax.set_xlim(min(layers) - 0.7, max(layers) + 0.7)
