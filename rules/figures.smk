@@ -194,6 +194,7 @@ rule atlas:
         example_crops=canonical(FIGURES["example_crops"]),
         seed=SEED,
         methods=METHODS,
+        arch=ARCH,
     log:
         "logs/figures/atlas.log",
     group:

@@ -9,6 +9,7 @@ def main(sm):
     from layersweep.attribution.registry import get_method
     from layersweep.data import read_split
     from layersweep.errors import LayersweepError
+    from layersweep.layers import arch_layer_specs
 
     p = sm.params
     crops, index = read_split(sm.input.crops, sm.input.index, mmap_mode="r")
@@ -37,7 +38,7 @@ def main(sm):
         layers = sorted(set.intersection(*(set(rows[c]) for c in ids)))
         maps[method] = {layer: [rows[c][layer] for c in ids] for layer in layers}
     figures.atlas(sel, ids, maps, sm.output.pdf, sm.output.png, sm.output.table, labels=labels,
-                   gradient_fallback=fallback, **p.plot)
+                   gradient_fallback=fallback, specs=arch_layer_specs(**p.arch), **p.plot)
 
 
 run_script(snakemake, main)

@@ -29,6 +29,11 @@ def _layer_name(layer: int, spec_map) -> str:
     return spec_map[layer].name
 
 
+def _short(name: str) -> str:
+    """A cell title: `features.5` -> `f.5`, `encoder.layers.encoder_layer_3.ln_1` -> `enc3.ln_1`."""
+    return name.replace("features.", "f.").replace("encoder.layers.encoder_layer_", "enc")
+
+
 def atlas(crops, crop_ids, maps, out_pdf, out_png, out_csv, *, demo, dpi, specs=None,
           labels=None, gradient_fallback=()) -> pd.DataFrame:
     """crops (N, S, S, 3) uint8 (or float in [0, 1]); crop_ids (N,); maps {method: {layer: (N, h, w)}},
@@ -103,7 +108,7 @@ def atlas(crops, crop_ids, maps, out_pdf, out_png, out_csv, *, demo, dpi, specs=
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if r == 0:
-                    ax.set_title(names[layer].replace("features.", "f."), fontsize=8)
+                    ax.set_title(_short(names[layer]), fontsize=8)
                 if (method, layer) not in arrays:
                     ax.text(0.5, 0.5, "not\ncomputed", ha="center", va="center", fontsize=6, color="0.5",
                             transform=ax.transAxes)
