@@ -156,6 +156,35 @@ def deeplift_rules(model, layers) -> str:
     return table.graph.deeplift_rules(lowest)
 
 
+def _mixed_methods(methods, opts: dict, options: dict):
+    """The engine's hook for mix methods (pass "mix", RefineCAM): each is replaced by its base method (option
+    `base`, with the base's own options if given), run in the base's pass. Returns (methods to run, {mix
+    method: its Method}); `opts` gains the bases' options."""
+    mixed = {m.name: m for m in methods if m.pass_kind == "mix"}
+    run = [m for m in methods if m.pass_kind != "mix"]
+    for m in mixed.values():
+        base = get_method(opts[m.name]["base"])
+        if base.name not in opts:
+            opts[base.name] = method_options(base.name, options.get(base.name))
+        if all(r.name != base.name for r in run):
+            run.append(base)
+    return run, mixed
+
+
+def _mix_maps(mixed: dict, results: dict, weights: dict, requested: list, sites: dict, size, opts: dict):
+    """The maps of each mix method from its base's: every site's base maps, ordered deep -> shallow (by site
+    index, execution order; the model input, -1, last), go to the method's fn, which returns input-sized maps
+    per site. Bases that were not requested themselves are dropped. `sites`: {key: site index}."""
+    for name, m in mixed.items():
+        base_maps = results[opts[name]["base"]]
+        ordered = [(key, base_maps[key]) for key in sorted(base_maps, key=lambda k: sites[k], reverse=True)]
+        mix = m.fn(ordered, size=size, **opts[name])
+        results[name] = {key: mix[key][0].contiguous() for key in sites if key in mix}
+    keep = lambda d: {k: v for k, v in d.items() if k in requested}  # noqa: E731
+    results, weights = keep(results), keep(weights)
+    return {name: results[name] for name in requested}, weights
+
+
 def _attribute(model, images, targets, methods, layers, *, baselines=None, attribute_to="output",
                max_pairs=64, precision="float32", options=None, seed=0, crop_ids=None, perturb_batch=64,
                return_weights=False):
@@ -169,12 +198,14 @@ def _attribute(model, images, targets, methods, layers, *, baselines=None, attri
     n_classes = n_classes_of(graph, images)
     methods = _check_methods(methods)
     requested = requested_sites(table, layers)
-    _check_layer_kinds(methods, graph, table, requested.values(), attribute_to)
     options = dict(options or {})
     unknown = sorted(set(options) - {m.name for m in methods})
     if unknown:
         raise LayersweepError(f"options are given for {unknown[0]!r}, which is not among the requested methods.")
     opts = {m.name: method_options(m.name, options.get(m.name)) for m in methods}
+    requested_methods = [m.name for m in methods]
+    methods, mixed = _mixed_methods(methods, opts, options)
+    _check_layer_kinds(methods, graph, table, requested.values(), attribute_to)  # a mix's base too
     if crop_ids is None:
         crop_ids = list(range(images.shape[0]))
     if len(crop_ids) != images.shape[0]:
@@ -252,8 +283,10 @@ def _attribute(model, images, targets, methods, layers, *, baselines=None, attri
 
     order = list(requested)
     results = {name: {key: own(per[key]) for key in order} for name, per in results.items()}
-    warn_constant_maps(results, table, requested)
     weights = {name: {key: own(per[key]) for key in order if key in per} for name, per in weights.items()}
+    results, weights = _mix_maps(mixed, results, weights, requested_methods, requested, tuple(images.shape[-2:]),
+                                 opts)
+    warn_constant_maps(results, table, requested)
     if return_weights:
         return results, logits.to(out_dtype), weights
     return results, logits.to(out_dtype)

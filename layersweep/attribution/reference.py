@@ -39,7 +39,9 @@ class LibraryBlock(nn.Module):
 def library_copy(model: nn.Module) -> nn.Module:
     ref = copy.deepcopy(model)
     for name in ("layer1", "layer2", "layer3", "layer4"):
-        stage = getattr(ref, name)
+        stage = getattr(ref, name, None)
+        if stage is None:
+            continue
         for i, block in enumerate(stage):
             stage[i] = LibraryBlock(block)
     for m in ref.modules():
