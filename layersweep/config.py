@@ -28,9 +28,31 @@ def check_config(config: dict, schema_path: str | Path) -> None:
         raise LayersweepError(f"config section '{_key(error.absolute_path)}' has an unknown key: {error.message}.")
     else:
         raise LayersweepError(f"config key '{_key(error.absolute_path)}' is invalid: {error.message}.")
+    from .archs import ARCH_NAMES  # torch-free: this runs when Snakemake parses the workflow
+    arch = config.get("model", {}).get("arch", "vgg11")
+    if arch not in ARCH_NAMES:
+        raise LayersweepError(f"config key 'model.arch' is invalid: {arch!r} is not one of {', '.join(ARCH_NAMES)} "
+                              "(docs/architectures.md).")
     data = config["data"]
     if data.get("synthetic") and not data.get("voc_root"):
         raise LayersweepError("config key 'data.synthetic' needs 'data.voc_root' to say where the synthetic VOC is written.")
+    check_data_model(data, config["model"])
+
+
+def check_data_model(data: dict, model: dict) -> None:
+    """The data source, the explained class and the model must fit: ImageNet labels are classes of a 1,000-class
+    model, VOC labels of a 20-class one."""
+    source, model_source = data.get("source", "voc"), model.get("source", "torchvision")
+    if source == "imagenet":
+        if model_source != "torchvision_imagenet":
+            raise LayersweepError(f"config key 'data.source' is imagenet but 'model.source' is {model_source}, a VOC "
+                                  "model; set model.source to torchvision_imagenet (the 1,000-class ImageNet model).")
+        if data.get("samples", "crops") != "images":
+            raise LayersweepError("config key 'data.source' is imagenet, whose samples are whole images; set "
+                                  "'data.samples: images'.")
+    elif model_source == "torchvision_imagenet" and data.get("target", "label") == "label":
+        raise LayersweepError("config key 'model.source' is torchvision_imagenet (1,000 ImageNet classes) but the VOC "
+                              "labels are 20 VOC classes; set 'data.target: top1' to explain the model's prediction.")
 
 
 def canonical(value):

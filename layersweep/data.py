@@ -29,6 +29,9 @@ INDEX_COLUMNS = ["crop_id", "image_id", "object_index", "class_name", "label",
                  "xmin", "ymin", "xmax", "ymax", "truncated", "split"]
 SAMPLES = ("crops", "images")
 BOXES_COLUMN = "boxes"  # image mode only: the sample's class boxes in the resized image's pixel coordinates
+# optional bool column: the rows the evaluation order draws from (data.target top1 in image mode keeps one row per
+# image, layersweep.targets); absent = every row
+EVAL_CANDIDATE = "eval_candidate"
 
 
 def sample_id(image_id: str, label: int) -> str:
@@ -204,8 +207,10 @@ def eval_order(test_index: pd.DataFrame, seed: int) -> list[str]:
     """A seeded permutation of the test crop ids; its first n_images are the evaluation set.
 
     The ids are sorted first, so the order depends only on the set of ids and the seed, and raising
-    n_images only appends crops.
+    n_images only appends crops. An index with the column `eval_candidate` draws from its True rows only.
     """
+    if EVAL_CANDIDATE in test_index.columns:
+        test_index = test_index[test_index[EVAL_CANDIDATE].astype(bool)]
     ids = sorted(test_index["crop_id"].astype(str))
     perm = np.random.default_rng(seed).permutation(len(ids))
     return [ids[i] for i in perm]

@@ -19,7 +19,7 @@ from .preprocess import TORCHVISION, Preprocessing, to_model_input
 from .models import ARCHS, adapter_for, build_torchvision, head_of, replace_head
 
 N_CLASSES = 20
-SOURCES = ("torchvision", "torchray_voc")
+SOURCES = ("torchvision", "torchray_voc", "torchvision_imagenet")  # the last: ImageNet weights, 1,000 classes as they are
 VGG_CFG = {"vgg11": "A", "vgg13": "B", "vgg16": "D", "vgg19": "E"}  # torchvision.models.vgg.cfgs
 TORCHRAY_ARCH = "vgg16"  # TorchRay's VOC model is a VGG16 converted from Caffe
 # TorchRay's classifier holds only the three Linear layers (no ReLU/Dropout modules between them)
@@ -160,6 +160,8 @@ def build_model(init: str = "imagenet", weights_path: str | Path | None = None, 
             model.load_state_dict(state)
         except RuntimeError:
             raise LayersweepError(f"the weights file '{weights_path}' does not fit torchvision's {arch} (wrong keys or shapes); point config key 'model.weights' at torchvision's {arch} weights.") from None
+    if source == "torchvision_imagenet":  # the ImageNet classifier as it is: no new head
+        return model.eval()
     replace_head(model, arch, n_classes)
     return model.eval()
 
@@ -297,5 +299,6 @@ def load_pretrained(spec: dict, *, weights_path=None, device="cpu") -> nn.Module
 
 
 def needs_head_training(source: str) -> bool:
-    """TorchRay's VOC model already has its 20-class classifier: the head stage is skipped for it."""
+    """TorchRay's VOC model and torchvision's ImageNet model (torchvision_imagenet) keep their own classifiers: the
+    head stage is skipped for them."""
     return source == "torchvision"

@@ -36,7 +36,7 @@ class Preprocessing:
 
 TORCHVISION = Preprocessing(IMAGENET_MEAN, IMAGENET_STD)
 TORCHRAY_VOC = Preprocessing(tuple(m / 255.0 for m in reversed(CAFFE_BGR_MEAN)), (1 / 255.0,) * 3)
-PREPROCESSING = {"torchvision": TORCHVISION, "torchray_voc": TORCHRAY_VOC}
+PREPROCESSING = {"torchvision": TORCHVISION, "torchray_voc": TORCHRAY_VOC, "torchvision_imagenet": TORCHVISION}
 
 
 def preprocessing_for(source: str = "torchvision") -> Preprocessing:

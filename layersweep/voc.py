@@ -145,8 +145,14 @@ def _flag(elem: ET.Element, tag: str, path: Path, where: str) -> bool:
     return bool(value)
 
 
-def parse_annotation(xml_path) -> VocAnnotation:
-    """Parse one Annotations/{id}.xml; the image id is the file's stem."""
+def parse_annotation(xml_path, classes=None, *, clip_boxes: bool = False) -> VocAnnotation:
+    """Parse one Annotations/{id}.xml; the image id is the file's stem.
+
+    `classes`: the class names an <object> may carry (default: the 20 VOC classes); other VOC-format data
+    (ImageNet's bbox XMLs, whose names are WordNet ids) passes its own. `clip_boxes`: clip each coordinate into
+    [1, size] before the check, for data whose boxes may touch 0 (ImageNet's); VOC's own are never clipped.
+    """
+    known = CLASS_TO_LABEL if classes is None else classes
     path = Path(xml_path)
     if not path.is_file():
         raise LayersweepError(f"The VOC annotation {path} does not exist.")
@@ -170,12 +176,17 @@ def parse_annotation(xml_path) -> VocAnnotation:
     for index, obj in enumerate(root.findall("object")):
         where = f"object {index}"
         name = _text(obj, "name", path, where)
-        if name not in CLASS_TO_LABEL:
-            raise LayersweepError(f"The VOC annotation {path} names the unknown class {name!r} ({where}); the 20 VOC classes are {', '.join(VOC_CLASSES)}.")
+        if name not in known:
+            if classes is None:
+                raise LayersweepError(f"The VOC annotation {path} names the unknown class {name!r} ({where}); the 20 VOC classes are {', '.join(VOC_CLASSES)}.")
+            raise LayersweepError(f"The annotation {path} names the unknown class {name!r} ({where}), which is not in the class index.")
         bndbox = obj.find("bndbox")
         if bndbox is None:
             raise LayersweepError(f"The VOC annotation {path} is malformed: {where} has no <bndbox>.")
         box = tuple(_int(bndbox, tag, path, f"the <bndbox> of {where}") for tag in ("xmin", "ymin", "xmax", "ymax"))
+        if clip_boxes:
+            box = (min(max(box[0], 1), width), min(max(box[1], 1), height),
+                   min(max(box[2], 1), width), min(max(box[3], 1), height))
         xmin, ymin, xmax, ymax = box
         # 1-based inclusive: a valid box has 1 <= min <= max <= size (min == max is a one-pixel box).
         if not (1 <= xmin <= xmax <= width and 1 <= ymin <= ymax <= height):

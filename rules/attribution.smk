@@ -3,7 +3,7 @@
 
 rule attribution:
     input:
-        **split_files("test"),
+        **eval_files(),
         train_crops="results/data/train_crops.npy",
         train_index="results/data/train.parquet",
         val_crops="results/data/val_crops.npy",

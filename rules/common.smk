@@ -116,7 +116,7 @@ def metric_summary(name, scoring="plain"):
 
 def metric_inputs(wildcards):
     """The attribution shard and the crops; the baseline crops too when the metric recomputes explanations."""
-    inputs = {"maps": f"results/attributions/{wildcards.method}/shard-{wildcards.k}.npz", **split_files("test"),
+    inputs = {"maps": f"results/attributions/{wildcards.method}/shard-{wildcards.k}.npz", **eval_files(),
               "weights": weights_file(), **MODEL_FILES}
     if "attribution" in metric(wildcards.metric).needs:
         inputs.update(train_crops="results/data/train_crops.npy", train_index="results/data/train.parquet",
@@ -191,6 +191,8 @@ else:
 
 
 def voc_ready():
+    if DATA["source"] == "imagenet":
+        return []  # a local ILSVRC2012 copy: the crops rule checks it and names what is missing
     if DATA.get("synthetic"):
         return DATA["voc_root"]  # the synthetic_voc rule's directory
     if DATA.get("voc_root"):
@@ -237,6 +239,29 @@ def split_files(split):
     return {"crops": f"results/data/{split}_crops.npy", "index": f"results/data/{split}.parquet"}
 
 
+TARGET = DATA["target"]  # label | top1 (the model's prediction, rules/targets.smk)
+
+
+def eval_files():
+    """The evaluated samples: the test crops and their index; with data.target top1 the index whose labels are the
+    model's predictions (rule top1)."""
+    files = split_files("test")
+    if TARGET == "top1":
+        files["index"] = "results/data/test-top1.parquet"
+    return files
+
+
+def imagenet_settings():
+    """What the ImageNet data stage reads (data.source imagenet; {} for VOC): data.imagenet with its defaults, the
+    root, the draw's size, the baseline splits' size, and whether the boxes are needed."""
+    if DATA["source"] != "imagenet":
+        return {}
+    defaults = {"draw": "seeded", "seed": 0, "box_filter": None, "max_box_area": 0.5, "resize": "resize"}
+    return canonical(dict(defaults, **(DATA.get("imagenet") or {}), root=DATA.get("imagenet_root"),
+                          n_images=DATA["n_images"], n_baselines=ATTR["n_baselines"],
+                          need_boxes="pointing_game" in COMPUTE))
+
+
 # The fitted head; TorchRay's VOC model is used as it is (no head stage): the weights are the checkpoint.
 MODEL_FILES = {"checkpoint": "results/model/head.pt"} if HEAD_TRAINING else {}
 
@@ -247,7 +272,9 @@ def n_eval_images():
     if n == "all":  # known only once the test crops exist
         import pandas as pd
 
-        n = len(pd.read_parquet(checkpoints.crops.get(split="test").output.index))
+        index = pd.read_parquet(checkpoints.crops.get(split="test").output.index)
+        # top1 in image mode explains each image once (layersweep.targets)
+        n = index["image_id"].nunique() if TARGET == "top1" and DATA["samples"] == "images" else len(index)
     return n
 
 
@@ -330,9 +357,13 @@ def example_positions():
         return list(range(min(spec, n)))
     import pandas as pd
 
-    from layersweep.data import eval_order
+    from layersweep.data import EVAL_CANDIDATE, eval_order
+    from layersweep.targets import candidates
 
-    order = eval_order(pd.read_parquet(checkpoints.crops.get(split="test").output.index), SEED)[:n]
+    index = pd.read_parquet(checkpoints.crops.get(split="test").output.index)
+    if TARGET == "top1":  # the rows the top1 index draws from (one per image in image mode)
+        index[EVAL_CANDIDATE] = candidates(index, DATA["samples"])
+    order = eval_order(index, SEED)[:n]
     where = {cid: i for i, cid in enumerate(order)}
     return sorted(where[c] for c in spec if c in where)
 

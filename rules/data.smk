@@ -1,4 +1,4 @@
-# VOC annotations -> one uint8 array of crop_size x crop_size samples per split, plus a parquet index.
+# VOC annotations (or ILSVRC2012 val, data.source imagenet: layersweep.imagenet) -> one uint8 array of crop_size x crop_size samples per split, plus a parquet index.
 # data.samples (crops | images) applies to the evaluated test split; the head is trained, and DeepLiftShap's
 # baselines drawn, on object crops of train / val in both modes.
 
@@ -13,6 +13,8 @@ checkpoint crops:
         voc_dir=VOC_DIR,
         crop_size=DATA["crop_size"],
         samples=lambda wc: DATA["samples"] if wc.split == "test" else "crops",
+        source=DATA["source"],
+        imagenet=imagenet_settings(),  # data.source imagenet: the local copy and the selection ({} for VOC)
     log:
         log_of("crops", "split"),
     benchmark:

@@ -3,7 +3,7 @@
 
 rule fig2:
     input:
-        **split_files("test"),
+        **eval_files(),
         train_crops="results/data/train_crops.npy",
         train_index="results/data/train.parquet",
         val_crops="results/data/val_crops.npy",
@@ -36,7 +36,7 @@ rule fig2:
 
 rule fig3:
     input:
-        **split_files("test"),
+        **eval_files(),
     output:
         **figure_outputs(3),
     params:
@@ -183,7 +183,7 @@ rule fig8:
 # hold them (no attribution is recomputed).
 rule atlas:
     input:
-        **split_files("test"),
+        **eval_files(),
         shards=atlas_shards,
     output:
         pdf="figures/atlas.pdf",

@@ -18,6 +18,7 @@ wildcard_constraints:
 
 include: "download.smk"
 include: "data.smk"
+include: "targets.smk"
 include: "model.smk"
 include: "attribution.smk"
 include: "metrics.smk"

@@ -34,7 +34,8 @@ def test_summarize_means_counts_and_cis():
     df = per_image_table()
     out = summarize(df, n_boot=400, ci=0.95, seed=1)
     assert list(out.columns) == ["method", "layer", "metric", "rescale_r", "mean", "ci_low", "ci_high", "n",
-                                 "n_constant", "n_clamped"]
+                                 "n_constant", "n_clamped", "n_no_value"]
+    assert (out["n_no_value"] == 0).all()  # every non-constant map has its values
     plain, resc = df[df["r"].isna()], df[df["r"].notna()]
     want = plain.groupby(["method", "layer"])[METRICS].mean()
     want_r = resc.groupby(["method", "layer"])[["ad", "ic"]].mean()

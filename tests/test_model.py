@@ -128,7 +128,7 @@ def test_unknown_arch_and_source_are_one_sentence_naming_the_key():
     with pytest.raises(LayersweepError, match=r"^config key 'model\.arch' has the unknown value 'vgg12'; use one of vgg11, .*\.$"):
         check_arch("vgg12")
     with pytest.raises(LayersweepError, match=r"'model\.arch'"):
-        build_model("random", arch="resnet50")
+        build_model("random", arch="inception_v3")  # no adapter (docs/architectures.md)
     with pytest.raises(LayersweepError, match=r"'model\.source' has the unknown value 'caffe'"):
         check_arch("vgg16", "caffe")
     with pytest.raises(LayersweepError, match=r"'model\.arch' is 'vgg11' but 'model\.source: torchray_voc'"):

@@ -28,7 +28,11 @@ SHARED_RULES = {"download_voc", "extract_voc", "download_weights"}  # the report
 STUDY_MODULES = {"liftcam-voc": "liftcam_voc_", "liftcam-voc-pi1": "liftcam_voc_pi1_",
                  "liftcam-voc-pi10": "liftcam_voc_pi10_", "liftcam-voc-pi100": "liftcam_voc_pi100_",
                  "liftcam-voc-pi10000": "liftcam_voc_pi10000_", "shapcam-voc-torchray": "shapcam_voc_torchray_",
-                 "shapcam-voc-vgg11": "shapcam_voc_vgg11_"}
+                 "shapcam-voc-vgg11": "shapcam_voc_vgg11_", "liftcam-imagenet": "liftcam_imagenet_",
+                 "liftcam-imagenet-pi1": "liftcam_imagenet_pi1_", "liftcam-imagenet-pi10": "liftcam_imagenet_pi10_",
+                 "liftcam-imagenet-pi100": "liftcam_imagenet_pi100_", "shapcam-imagenet": "shapcam_imagenet_",
+                 "shapcam-imagenet-pointing-vgg16": "shapcam_imagenet_pointing_vgg16_",
+                 "refinecam-imagenet": "refinecam_imagenet_"}
 
 
 def _copy_project(dest: Path) -> Path:
@@ -50,9 +54,10 @@ def scratch(tmp_path_factory):
 
 
 @pytest.mark.parametrize("table, studies", [
-    ("liftcam-table1", {"liftcam-voc-pi1", "liftcam-voc-pi10", "liftcam-voc-pi100"}),
+    ("liftcam-table1", {"liftcam-voc-pi1", "liftcam-voc-pi10", "liftcam-voc-pi100", "liftcam-imagenet-pi1",
+                        "liftcam-imagenet-pi10", "liftcam-imagenet-pi100"}),
     ("liftcam-table2", {"liftcam-voc", "liftcam-voc-pi10000"}),
-    ("liftcam-table3", {"liftcam-voc"}),
+    ("liftcam-table3", {"liftcam-voc", "liftcam-imagenet"}),
     ("shapcam-table2", {"shapcam-voc-torchray", "shapcam-voc-vgg11"}),
 ])
 def test_each_table_plans_only_its_studies(scratch, table, studies):
@@ -67,7 +72,7 @@ def test_each_table_plans_only_its_studies(scratch, table, studies):
         # metrics core (AD, IC) and add (ADD): one job each per shard
         assert jobs["liftcam_voc_attribution"] == 96 and jobs["liftcam_voc_metric"] == 2 * 96
         assert "liftcam_voc_metric_rescaled" not in jobs and "liftcam_voc_train_head" not in jobs
-        assert jobs["download_weights"] == 1  # TorchRay's VGG16 alone
+        assert jobs["download_weights"] == 2  # TorchRay's VGG16 (VOC) and torchvision's (ImageNet)
     if table == "liftcam-table2":  # the cosine reads weights: no scoring at all
         assert jobs["table_cosine"] == 1 and not any("metric" in r for r in jobs)
         assert jobs["liftcam_voc_pi10000_attribution"] == 8  # 500 samples
@@ -157,6 +162,15 @@ def demo_study(tmp_path_factory):
     work = _copy_project(tmp_path_factory.mktemp("demo-study"))
     (work / "resources").mkdir()
     torch.save(torchray_layout_state(), work / "resources" / "torchray-layout-vgg16.pth.tar")
+    # Table 3's ImageNet lines need ImageNet: this demo is the VOC set-up alone (tests/test_imagenet_tables.py
+    # builds an ImageNet table on a fake ILSVRC2012 copy)
+    tables = yaml.safe_load((work / "config" / "tables.yaml").read_text())
+    table3 = tables["liftcam-table3"]
+    table3["layers"].pop("liftcam-imagenet")
+    table3.pop("datasets")
+    for cell in table3["rows"].values():
+        cell["studies"] = ["liftcam-voc"]
+    (work / "config" / "tables.yaml").write_text(yaml.safe_dump(tables, sort_keys=False))
     _edit_study(work, "liftcam-voc", lambda c: merge(c, _demo_keys("liftcam-voc", N_DEMO)))
     _edit_study(work, "liftcam-voc-pi10000", lambda c: merge(
         merge(c, _demo_keys("liftcam-voc-pi10000", N_DEMO - 1)), {"attribution": {"options": {"shapcam_pi": {"orderings": 3}}}}))

@@ -2,6 +2,7 @@
 against a naive loop, the renderings, and the study configs (merge, required keys)."""
 from __future__ import annotations
 
+import copy
 import math
 import re
 from pathlib import Path
@@ -51,17 +52,22 @@ def test_paper_numbers_match_methods_md_exactly():
     numbers = load_paper_numbers(NUMBERS)
     text = METHODS_MD.read_text()
     checked = 0
-    for paper, heading, tables in (("LIFT-CAM", "### LIFT-CAM", ("Table 1", "Table 2", "Table 3")),
-                                   ("Shap-CAM", "### Shap-CAM", ("Table 2",))):
+    shapcam_datasets = {"Table 1": "ILSVRC2012 val", "Table 2": "VOC 2007 val"}
+    for paper, heading, tables in (("LIFT-CAM", "### LIFT-CAM", ("Table 1", "Table 2", "Table 3", "Table 4")),
+                                   ("Shap-CAM", "### Shap-CAM", ("Table 1", "Table 2", "Table 3"))):
         parsed = _markdown_tables(text, heading)
         for name in tables:
             header, *rows = parsed[name]
             for row in rows:
                 for col, cell in zip(header[1:], row[1:]):
-                    if paper == "Shap-CAM":  # rows are metrics, columns methods
-                        method, metric, dataset = col, row[0].replace(" (%)", ""), "VOC 2007 val"
+                    if paper == "Shap-CAM" and name == "Table 3":  # rows are models, columns methods
+                        method, metric, dataset = col, "Proportion", f"ILSVRC2012 val ({row[0]})"
+                    elif paper == "Shap-CAM":  # rows are metrics, columns methods
+                        method, metric, dataset = col, row[0].replace(" (%)", ""), shapcam_datasets[name]
                     elif name == "Table 2":
                         method, metric, dataset = row[0], "cosine", col
+                    elif name == "Table 4":  # ImageNet only: columns are the metrics
+                        method, metric, dataset = row[0], col, "ImageNet"
                     else:
                         method, (metric, dataset) = row[0], col.split(" ")
                     hit = numbers[(numbers["paper"] == paper) & (numbers["table"] == name.split()[1])
@@ -70,7 +76,14 @@ def test_paper_numbers_match_methods_md_exactly():
                     assert len(hit) == 1, (paper, name, method, metric, dataset)
                     assert hit["value"].iloc[0] == float(cell), (paper, name, method, metric, dataset)
                     checked += 1
-    assert checked == len(numbers) == 27 + 18 + 54 + 8
+    # LIFT-CAM Table 5 is one line: "Grad-CAM 47.76 · Grad-CAM++ 49.14 · ..."
+    line = text.split("### LIFT-CAM", 1)[1].split("**Table 5**", 1)[1].splitlines()[1]
+    for method, cell in re.findall(r"([A-Za-z+-]+) (\d+\.\d+)", line):
+        hit = numbers[(numbers["paper"] == "LIFT-CAM") & (numbers["table"] == "5") & (numbers["row"] == method)
+                      & (numbers["metric"] == "Proportion") & (numbers["dataset"] == "ImageNet")]
+        assert len(hit) == 1 and hit["value"].iloc[0] == float(cell), method
+        checked += 1
+    assert checked == len(numbers) == 27 + 18 + 54 + 8 + 12 + 6 + 12 + 8
 
 
 def test_bad_paper_numbers_file_is_one_sentence(tmp_path):
@@ -89,13 +102,15 @@ def test_bad_paper_numbers_file_is_one_sentence(tmp_path):
 # ---- specs
 
 def test_table_specs_resolve_layers_and_every_paper_number(specs, studies):
-    assert set(specs) == {"liftcam-table1", "liftcam-table2", "liftcam-table3", "shapcam-table2"}
-    assert specs["liftcam-table3"]["layers"] == {"liftcam-voc": 29}
+    assert set(specs) == {"liftcam-table1", "liftcam-table2", "liftcam-table3", "liftcam-table4", "liftcam-table5",
+                          "shapcam-table1", "shapcam-table2", "shapcam-table3"}
+    assert specs["liftcam-table3"]["layers"] == {"liftcam-voc": 29, "liftcam-imagenet": 29}
     assert specs["shapcam-table2"]["layers"] == {"shapcam-voc-torchray": 29, "shapcam-voc-vgg11": 19}
     # LIFT-CAM Table 1's rows are sub-studies with 1, 10, 100 orderings
-    orderings = [studies[c["studies"][0]]["attribution"]["options"]["shapcam_pi"]["orderings"]
-                 for c in specs["liftcam-table1"]["rows"].values()]
-    assert orderings == [1, 10, 100]
+    for k in (0, 1):  # the VOC studies, then the ImageNet ones
+        orderings = [studies[c["studies"][k]]["attribution"]["options"]["shapcam_pi"]["orderings"]
+                     for c in specs["liftcam-table1"]["rows"].values()]
+        assert orderings == [1, 10, 100]
     ref = specs["liftcam-table2"]["reference"]["study"]
     assert studies[ref]["attribution"]["options"]["shapcam_pi"]["orderings"] == 10000
 
@@ -137,10 +152,16 @@ def test_paper_table_fills_cells_and_notes_what_is_missing(specs):
                          {**_summary("liftcam-voc", "gradcam", 29, "ad", 5.0), "rescale_r": 0.3},  # rescaled: ignored
                          _summary("liftcam-voc", "liftcam", 29, "ic", np.nan, n=0)])
     facts = {"liftcam-voc": {"model": "vgg16 (torchray_voc)", "methods": ["gradcam", "liftcam", "scorecam"],
-                             "metrics": ["ad", "ic", "deletion_auc", "insertion_auc"]}}
+                             "metrics": ["ad", "ic", "deletion_auc", "insertion_auc"]},
+             "liftcam-imagenet": {"model": "vgg16 (torchvision_imagenet)", "methods": ["gradcam"],
+                                  "metrics": ["ad", "ic"]}}
     table = paper_table("liftcam-table3", spec, numbers, ours, facts)
-    assert len(table) == 6 * 3
-    cell = table.set_index(["paper_row", "column"])
+    assert len(table) == 6 * 3 * 2  # a line per paper row and study (VOC, then ImageNet)
+    imagenet = table[table["study"] == "liftcam-imagenet"].set_index(["paper_row", "column"])
+    assert imagenet.loc[("Grad-CAM", "IC"), "paper"] == 24.0  # the paper's ImageNet column
+    assert imagenet.loc[("Grad-CAM", "IC"), "citation"].endswith("Table 3, IC (ImageNet)")
+    assert "no value for gradcam at layer 29 in study 'liftcam-imagenet'" in imagenet.loc[("Grad-CAM", "IC"), "note"]
+    cell = table[table["study"] == "liftcam-voc"].set_index(["paper_row", "column"])
     assert cell.loc[("Grad-CAM", "IC"), "paper"] == 32.7 and cell.loc[("Grad-CAM", "IC"), "ours"] == 33.3
     assert cell.loc[("Grad-CAM", "AD"), "ours"] == 31.0 and cell.loc[("Grad-CAM", "AD"), "ci_high"] == 32.0
     assert cell.loc[("Grad-CAM", "AD"), "layer"] == 29 and cell.loc[("Grad-CAM", "AD"), "n"] == 10
@@ -287,3 +308,60 @@ def test_a_synthetic_study_needs_a_voc_root_of_its_own(studies):
         check_synthetic_roots({"a": mine, "b": mine}, "resources/VOCsynthetic")
     with pytest.raises(LayersweepError, match="as the report study does"):
         check_synthetic_roots({"a": mine}, "resources/VOCsynthetic-a/")
+
+
+def test_imagenet_tables_read_their_datasets_columns_and_keep_pending_setups_empty(specs):
+    numbers = load_paper_numbers(NUMBERS)
+    from layersweep.attribution.sites import arch_site_table
+
+    spec = specs["shapcam-table3"]
+    # ResNet-18's layer4 (a stage's module path) is the site of its last block's output
+    assert spec["layers"] == {"shapcam-imagenet-pointing-vgg16": 29,
+                              "shapcam-imagenet-pointing-resnet18": arch_site_table("resnet18").aliases["layer4"]}
+    # the pending mechanism (a set-up that cannot run yet keeps its cells NaN with a note), tried on the ResNet-18 row
+    spec = copy.deepcopy(spec)
+    spec["layers"].pop("shapcam-imagenet-pointing-resnet18")
+    spec["pending"] = {"shapcam-imagenet-pointing-resnet18": {"model": "resnet18 (torchvision_imagenet)",
+                                                               "note": "ResNet-18 waits for the graph engine"}}
+    facts = {"shapcam-imagenet-pointing-vgg16": {"model": "vgg16 (torchvision_imagenet)",
+                                                 "methods": ["gradcam", "gradcampp", "scorecam", "shapcam"],
+                                                 "metrics": ["pointing_game", "pointing_chance", "ad", "ic"]}}
+    ours = pd.DataFrame([{**_summary("shapcam-imagenet-pointing-vgg16", "gradcam", 29, "pointing_game", 41.0),
+                          "n_no_value": 0},
+                         {**_summary("shapcam-imagenet-pointing-vgg16", "shapcam", 29, "pointing_game", 42.0, n=7),
+                          "n_no_value": 3}])
+    table = paper_table("shapcam-table3", spec, numbers, ours, facts).set_index(["paper_row", "study"])
+    assert len(table) == 4 * 2
+    vgg, resnet = "shapcam-imagenet-pointing-vgg16", "shapcam-imagenet-pointing-resnet18"
+    assert table.loc[("GradCAM", vgg), "paper"] == 39.95 and table.loc[("GradCAM", resnet), "paper"] == 40.90
+    assert table.loc[("GradCAM", vgg), "ours"] == 41.0 and table.loc[("GradCAM", vgg), "note"] == ""
+    assert "3 samples left out" in table.loc[("ShapCAM", vgg), "note"] and table.loc[("ShapCAM", vgg), "n"] == 7
+    pending = table.loc[("ShapCAM", resnet)]
+    assert math.isnan(pending["ours"]) and "waits for the graph engine" in pending["note"]
+    assert pending["model"] == "resnet18 (torchvision_imagenet)" and pending["layer"] == -1
+    assert pending["citation"].endswith("Table 3, Proportion (ILSVRC2012 val (ResNet18))")
+    md = table_markdown(spec["title"], table.reset_index())
+    assert "| ShapCAM | shapcam | shapcam-imagenet-pointing-resnet18 | resnet18 (torchvision_imagenet) | n/a | 41.28 | n/a [" in md
+    # Shap-CAM Table 1's Mask and RISE rows: methods this project does not have, NaN with a note
+    t1 = paper_table("shapcam-table1", specs["shapcam-table1"], numbers, pd.DataFrame([_summary("x", "m", 0, "ad", 1.0)]),
+                     {"shapcam-imagenet": {"model": "vgg16 (torchvision_imagenet)", "methods": ["gradcam"],
+                                           "metrics": ["ad", "ic"]}}).set_index(["paper_row", "column"])
+    assert t1.loc[("Mask", "Average Drop"), "paper"] == 63.5 and "does not run mask" in t1.loc[("Mask", "Average Drop"), "note"]
+
+
+def test_imagenet_spec_keys_are_checked(tmp_path, studies):
+    numbers = load_paper_numbers(NUMBERS)
+    base = yaml.safe_load((REPO / "config" / "tables.yaml").read_text())
+    for edit, pattern in (
+            (lambda s: s["shapcam-table3"].update({"pending": {"shapcam-imagenet-pointing-resnet18": {"model": "m"}}}),
+             r"key 'shapcam-table3.pending.shapcam-imagenet-pointing-resnet18' needs a 'model' and a 'note'"),
+            (lambda s: s["liftcam-table3"]["datasets"].update({"nowhere": "ImageNet"}),
+             r"key 'liftcam-table3.datasets' names the study 'nowhere'"),
+            (lambda s: s["liftcam-table3"]["datasets"].update({"liftcam-imagenet": "COCO 2017"}),
+             r"no number for LIFT-CAM Table 3, row 'Grad-CAM', column 'IC' \(COCO 2017\)")):
+        spec = yaml.safe_load(yaml.safe_dump(base, sort_keys=False))
+        edit(spec)
+        path = tmp_path / "tables.yaml"
+        path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        with pytest.raises(LayersweepError, match=pattern):
+            load_table_specs(path, studies, numbers)

@@ -9,7 +9,9 @@ Choices the papers leave open:
   [j, j+1) x [i, i+1), is inside the half-open box [x0, x1) x [y0, y1) when its centre is,
   x0 <= j + 0.5 < x1 and y0 <= i + 0.5 < y1; for integer boxes that is exactly the pixels j = x0..x1-1;
   a box narrower than a pixel may hold no centre and then adds nothing;
-- percent, as the papers' tables (and AD) are.
+- percent, as the papers' tables (and AD) are;
+- a sample whose target class has no box (data.target top1: a predicted class absent from the image) gets NaN,
+  and the summary counts it in n_no_value (left out of the mean).
 The chance level is the union's share of the image (|B_i| / (H W) * 100): the proportion of a uniform map.
 Higher is better.
 """
@@ -23,17 +25,21 @@ from .batching import as_crop_index
 from .registry import register
 
 
-def box_masks(boxes, size, *, sample_ids=None, device="cpu") -> torch.Tensor:
+def box_masks(boxes, size, *, sample_ids=None, device="cpu", allow_empty: bool = False) -> torch.Tensor:
     """Union masks (n, H, W) bool of each sample's boxes (a list of n float arrays (k_i, 4) of [x0, y0, x1, y1]
     in input pixels, 0-based half-open, as `layersweep.data.sample_boxes` returns them); pixel-centre rule
     (module docstring). A sample without a box, or a box that is empty, non-finite or outside the H x W
-    input, is one sentence naming the sample (`sample_ids`) and the box."""
+    input, is one sentence naming the sample (`sample_ids`) and the box; with `allow_empty` a sample without a
+    box gets an empty mask instead."""
     H, W = (int(size), int(size)) if np.ndim(size) == 0 else (int(size[0]), int(size[1]))
     n = len(boxes)
     ids = list(sample_ids) if sample_ids is not None else [f"#{i}" for i in range(n)]
     arrays = []
     for i, b in enumerate(boxes):
         a = np.asarray(b, dtype=np.float64)
+        if a.size == 0 and allow_empty:
+            arrays.append(a.reshape(0, 4))
+            continue
         if a.size == 0:
             raise LayersweepError(f"sample {ids[i]} has no box of its class: the pointing game needs one.")
         if a.ndim != 2 or a.shape[1] != 4:
@@ -45,8 +51,8 @@ def box_masks(boxes, size, *, sample_ids=None, device="cpu") -> torch.Tensor:
             raise LayersweepError(f"sample {ids[i]} has the box {bad} (x0, y0, x1, y1), which is empty or "
                                   f"outside its {W}x{H} input.")
         arrays.append(a)
-    if n == 0:
-        return torch.zeros((0, H, W), dtype=torch.bool, device=device)
+    if n == 0 or not any(len(a) for a in arrays):
+        return torch.zeros((n, H, W), dtype=torch.bool, device=device)
     allb = torch.from_numpy(np.concatenate(arrays))
     owner = torch.repeat_interleave(torch.arange(n), torch.tensor([len(a) for a in arrays]))
     cx = torch.arange(W, dtype=torch.float64) + 0.5
@@ -89,12 +95,17 @@ def energy_pointing_game(maps01: torch.Tensor, masks: torch.Tensor, crop_index=N
 # map's maximum falls inside a box or not (p -> inf).
 # ----------------------------------------------------------------------------------------------------------
 def _score(ctx) -> dict:
-    masks = box_masks(ctx.boxes, tuple(ctx.x.shape[-2:]), sample_ids=ctx.crop_ids, device=ctx.device)
+    masks = box_masks(ctx.boxes, tuple(ctx.x.shape[-2:]), sample_ids=ctx.crop_ids, device=ctx.device,
+                      allow_empty=True)
+    # a target class without a box (top1 predicted a class absent from the image): no value, counted by the summary
+    no_box = torch.tensor([np.asarray(b).size == 0 for b in ctx.boxes], dtype=torch.bool, device=ctx.device)
     share = torch.full((len(ctx.layers) * ctx.n,), float("nan"), dtype=torch.float64, device=ctx.device)
     chance = torch.full_like(share, float("nan"))
     for maps01, ci, rows in ctx.groups():
         res = energy_pointing_game(maps01, masks, ci)
-        share[rows], chance[rows] = res["pointing_game"], res["pointing_chance"]
+        gone = no_box[ci if ci is not None else torch.arange(len(maps01), device=ctx.device)]
+        share[rows] = torch.where(gone, torch.nan, res["pointing_game"])
+        chance[rows] = torch.where(gone, torch.nan, res["pointing_chance"])
     return {"pointing_game": share, "pointing_chance": chance}
 
 

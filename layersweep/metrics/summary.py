@@ -74,7 +74,8 @@ def summarize(per_image: pd.DataFrame, *, n_boot: int = 1000, ci: float = 0.95, 
     """Mean and percentile-bootstrap CI of each metric per (method, layer, rescale_r).
 
     Columns: method, layer, metric, rescale_r (NaN for plain maps), mean, ci_low, ci_high, n (maps with a
-    value, i.e. non-constant), n_constant, n_clamped (rescaled maps whose exponent was clamped; 0 for plain).
+    value, i.e. non-constant), n_constant, n_clamped (rescaled maps whose exponent was clamped; 0 for plain),
+    n_no_value (non-constant maps left out for a missing value, e.g. the pointing game of a target without a box).
     Metrics: ad, ic, deletion_auc, insertion_auc for plain rows; ad and ic for rescaled ones. AD is the mean of
     the per-image terms (not the report code's per-batch sum). `metrics`: the columns to summarise in plain and
     rescaled rows (a metric's columns, layersweep.metrics.registry); None = core's. `rescaled_metrics`: the
@@ -94,15 +95,17 @@ def summarize(per_image: pd.DataFrame, *, n_boot: int = 1000, ci: float = 0.95, 
         constant = g["constant"].astype(bool).to_numpy()
         vals = g.loc[~constant, list(names)].to_numpy(dtype=float)
         # a non-constant map always has every metric; drop a row only if one is missing anyway
-        vals = vals[np.isfinite(vals).all(axis=1)]
+        finite = np.isfinite(vals).all(axis=1)
+        vals, n_no_value = vals[finite], int((~finite).sum())
         n_clamped = int(g["clamped"].eq(True).sum()) if "clamped" in g.columns and not np.isnan(r) else 0
         mean, lo, hi = bootstrap_mean_ci(vals, n_boot=n_boot, ci=ci,
                                          rng=group_rng(seed, method, int(layer), float(r)))
         for j, m in enumerate(names):
             rows.append({"method": method, "layer": int(layer), "metric": m, "rescale_r": float(r),
                          "mean": mean[j], "ci_low": lo[j], "ci_high": hi[j], "n": len(vals),
-                         "n_constant": int(constant.sum()), "n_clamped": n_clamped})
-    cols = ["method", "layer", "metric", "rescale_r", "mean", "ci_low", "ci_high", "n", "n_constant", "n_clamped"]
+                         "n_constant": int(constant.sum()), "n_clamped": n_clamped, "n_no_value": n_no_value})
+    cols = ["method", "layer", "metric", "rescale_r", "mean", "ci_low", "ci_high", "n", "n_constant", "n_clamped",
+            "n_no_value"]
     # plain rows first, then each r; the stable sort keeps the metric order within a group
     return pd.DataFrame(rows, columns=cols).sort_values(["method", "rescale_r", "layer"], na_position="first",
                                                         kind="stable", ignore_index=True)

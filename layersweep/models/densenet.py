@@ -2,6 +2,7 @@
 transitions, stages the dense blocks. The final `F.relu` in `forward` is functional: captum's DeepLift
 has no rule for it (plain gradient), and neither does layersweep."""
 from . import Adapter, children_of
+from ..archs import FAMILIES
 
 
 def _stages(model):
@@ -15,5 +16,5 @@ def _blocks(model):
     return out
 
 
-ADAPTER = Adapter("densenet", ("densenet121", "densenet161", "densenet169", "densenet201"), head="classifier",
+ADAPTER = Adapter("densenet", FAMILIES["densenet"], head="classifier",
                   roots=("features",), blocks=_blocks, stages=_stages)

@@ -1,6 +1,7 @@
 """torchvision's EfficientNets: `features.k` is a stage (stem, MBConv stages, head conv), `features.k.i`
 a block. SiLU and the squeeze-excite gate have no DeepLift rule in captum (plain gradient)."""
 from . import Adapter, children_of
+from ..archs import FAMILIES
 
 
 def _blocks(model):
@@ -12,6 +13,6 @@ def _blocks(model):
     return out
 
 
-ADAPTER = Adapter("efficientnet", ("efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3"),
+ADAPTER = Adapter("efficientnet", FAMILIES["efficientnet"],
                   head="classifier.1", roots=("features",), blocks=_blocks,
                   stages=lambda model: children_of(model, "features"))

@@ -1,6 +1,7 @@
 """torchvision's MobileNets: sites are the nodes of `features`; each `features.i` is a block (an inverted
 residual), and a stage is a run of blocks at one resolution (its last block is the stage output)."""
 from . import Adapter, children_of
+from ..archs import FAMILIES
 
 
 def _stages(model):
@@ -22,5 +23,5 @@ def _resolution_ends(model, paths):
     return ends
 
 
-ADAPTER = Adapter("mobilenet", ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large"), head="classifier.-1",
+ADAPTER = Adapter("mobilenet", FAMILIES["mobilenet"], head="classifier.-1",
                   roots=("features",), blocks=lambda model: children_of(model, "features"), stages=_stages)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import LayersweepError
-from .spec import paper_number
+from .spec import paper_number, study_dataset
 
 TABLE_COLUMNS = ["table", "paper_row", "method", "study", "model", "layer", "column", "metric", "paper", "ours",
                  "ci_low", "ci_high", "n", "n_constant", "note", "citation"]
@@ -30,15 +30,20 @@ def paper_table(name: str, spec: dict, numbers: pd.DataFrame, ours: pd.DataFrame
     for paper_row, cell in spec["rows"].items():
         method = cell["method"]
         for study in cell["studies"]:
-            info, layer = studies[study], spec["layers"][study]
+            pending = (spec.get("pending") or {}).get(study)
+            info = {"model": pending["model"]} if pending else studies[study]
+            layer = spec["layers"].get(study, -1)  # -1: a pending set-up has no layer yet
+            dataset = study_dataset(spec, study)
             for column, metric in spec["metrics"].items():
-                number = paper_number(numbers, spec, paper_row, column)
+                number = paper_number(numbers, spec, paper_row, column, dataset)
                 row = {"table": name, "paper_row": paper_row, "method": method, "study": study,
                        "model": info["model"], "layer": layer, "column": column, "metric": metric,
                        "paper": number["value"], "ours": np.nan, "ci_low": np.nan, "ci_high": np.nan, "n": 0,
                        "n_constant": np.nan, "note": "", "citation": f"{number['citation']}, Table {spec['table']}, "
-                                                                   f"{column} ({spec['dataset']})"}
-                if method not in info["methods"]:
+                                                                   f"{column} ({dataset})"}
+                if pending:
+                    row["note"] = pending["note"]
+                elif method not in info["methods"]:
                     row["note"] = f"study '{study}' does not run {method} (attribution.methods)"
                 elif metric not in info["metrics"]:
                     row["note"] = f"study '{study}' does not compute the metric '{metric}' (metrics.compute)"
@@ -54,7 +59,12 @@ def paper_table(name: str, spec: dict, numbers: pd.DataFrame, ours: pd.DataFrame
                         h = hit.iloc[0]
                         row.update(ours=h["mean"], ci_low=h["ci_low"], ci_high=h["ci_high"], n=int(h["n"]),
                                    n_constant=h.get("n_constant", np.nan))
-                        if int(h["n"]) == 0:
+                        no_value = h.get("n_no_value", np.nan)
+                        no_value = int(no_value) if pd.notna(no_value) else 0
+                        if no_value > 0:
+                            row["note"] = (f"{no_value} samples left out: no value (the pointing game: the "
+                                           "explained class has no box in the image)")
+                        elif int(h["n"]) == 0:
                             row["note"] = "every map was constant (no value)"
                 rows.append(row)
     out = pd.DataFrame(rows, columns=TABLE_COLUMNS)

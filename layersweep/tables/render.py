@@ -45,7 +45,7 @@ def _wide(table: pd.DataFrame) -> tuple[list[str], list[list[str]], list[str]]:
     body = []
     for (paper_row, study), g in table.groupby(["paper_row", "study"], sort=False):
         first = g.iloc[0]
-        cells = [paper_row, first["method"], study, first["model"], f"features.{first['layer']}"]
+        cells = [paper_row, first["method"], study, first["model"], f"features.{first['layer']}" if first["layer"] >= 0 else "n/a"]
         for c in columns:
             r = g[g["column"] == c].iloc[0]
             d = _digits(g[g["column"] == c])

@@ -12,6 +12,9 @@ from ..errors import LayersweepError
 
 NUMBER_COLUMNS = ("paper", "table", "row", "metric", "dataset", "value", "unit", "citation")
 SPEC_KEYS = ("title", "paper", "table", "dataset", "metrics", "layers", "rows")
+# optional: datasets ({study: the paper's dataset its cells are compared with}, e.g. LIFT-CAM's ImageNet columns
+# beside the VOC ones), pending ({study: {model, note}}: a set-up that cannot run yet; its cells stay NaN with the
+# note), reference (cosine only)
 COSINE = "cosine"  # LIFT-CAM Table 2's metric: computed from the attribution shards' channel weights
 
 
@@ -40,13 +43,19 @@ def load_paper_numbers(path) -> pd.DataFrame:
     return df
 
 
-def paper_number(numbers: pd.DataFrame, spec: dict, row: str, metric: str) -> pd.Series:
-    """The one line of `numbers` for a cell of a table spec."""
+def study_dataset(spec: dict, study: str) -> str:
+    """The paper's dataset (column group) a study's cells are compared with: `datasets.<study>`, else `dataset`."""
+    return (spec.get("datasets") or {}).get(study, spec["dataset"])
+
+
+def paper_number(numbers: pd.DataFrame, spec: dict, row: str, metric: str, dataset: str | None = None) -> pd.Series:
+    """The one line of `numbers` for a cell of a table spec (of `dataset`, default the spec's)."""
+    dataset = spec["dataset"] if dataset is None else dataset
     hit = numbers[(numbers["paper"] == spec["paper"]) & (numbers["table"] == str(spec["table"]))
-                  & (numbers["row"] == row) & (numbers["metric"] == metric) & (numbers["dataset"] == spec["dataset"])]
+                  & (numbers["row"] == row) & (numbers["metric"] == metric) & (numbers["dataset"] == dataset)]
     if len(hit) != 1:
         raise LayersweepError(f"config/paper-numbers.csv has no number for {spec['paper']} Table {spec['table']}, "
-                              f"row '{row}', column '{metric}' ({spec['dataset']}).")
+                              f"row '{row}', column '{metric}' ({dataset}).")
     return hit.iloc[0]
 
 
@@ -80,15 +89,24 @@ def load_table_specs(path, studies: dict, numbers: pd.DataFrame) -> dict:
                 raise LayersweepError(f"{path} key '{name}.layers' names the study '{study}', which has no "
                                       f"config/studies/{study}.yaml.")
         spec["layers"] = {s: _layer_index(v, s, studies[s], f"{name}.layers.{s}") for s, v in spec["layers"].items()}
+        pending = spec.setdefault("pending", {})
+        for study, entry in pending.items():
+            if not isinstance(entry, dict) or not entry.get("model") or not entry.get("note"):
+                raise LayersweepError(f"{path} key '{name}.pending.{study}' needs a 'model' and a 'note' (why its "
+                                      "cells stay empty).")
+        for study in (spec.get("datasets") or {}):
+            if study not in spec["layers"] and study not in pending:
+                raise LayersweepError(f"{path} key '{name}.datasets' names the study '{study}', which "
+                                      f"'{name}.layers' does not list.")
         for row, cell in spec["rows"].items():
             if not isinstance(cell, dict) or "method" not in cell or not cell.get("studies"):
                 raise LayersweepError(f"{path} key '{name}.rows.{row}' needs a 'method' and a list 'studies'.")
             for study in cell["studies"]:
-                if study not in spec["layers"]:
+                if study not in spec["layers"] and study not in pending:
                     raise LayersweepError(f"{path} key '{name}.rows.{row}' names the study '{study}', which "
                                           f"'{name}.layers' does not list.")
-            for metric in spec["metrics"]:
-                paper_number(numbers, spec, row, metric)
+                for metric in spec["metrics"]:
+                    paper_number(numbers, spec, row, metric, study_dataset(spec, study))
         if COSINE in spec["metrics"].values():
             ref = spec.get("reference")
             if not isinstance(ref, dict) or ref.get("study") not in spec["layers"] or "method" not in ref:
