@@ -6,6 +6,7 @@ patch-merging layers. Sites: the output of the patch embedding, of every block a
 A block is `features.k.i`, a stage `features.k` (its last block's output). GELU, LayerNorm and window
 attention have no DeepLift rule in captum (plain gradient).
 """
+from ..archs import FAMILIES
 from . import Adapter, children_of
 
 
@@ -24,5 +25,5 @@ def _sites(model):
     return out
 
 
-ADAPTER = Adapter("swin", ("swin_t", "swin_s", "swin_v2_t"), head="head", roots=("features",),
+ADAPTER = Adapter("swin", FAMILIES["swin"], head="head", roots=("features",),
                   blocks=_blocks, stages=_stages, sites=_sites, layout="channels_last")

@@ -10,6 +10,7 @@ torchvision's VisionTransformer class, for the demo and the tests.
 """
 from torchvision.models.vision_transformer import VisionTransformer
 
+from ..archs import FAMILIES
 from . import Adapter, children_of
 
 
@@ -26,5 +27,5 @@ def vit_tiny(n_classes: int = 1000) -> VisionTransformer:
                              num_classes=n_classes)
 
 
-ADAPTER = Adapter("vit", ("vit_b_16", "vit_b_32", "vit_tiny"), head="heads.head", roots=("encoder.layers",),
+ADAPTER = Adapter("vit", FAMILIES["vit"], head="heads.head", roots=("encoder.layers",),
                   blocks=_blocks, stages=_blocks, sites=_sites, layout="tokens", builders={"vit_tiny": vit_tiny})
