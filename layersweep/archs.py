@@ -8,5 +8,7 @@ FAMILIES = {
     "efficientnet": ("efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3"),
     "convnext": ("convnext_tiny", "convnext_small", "convnext_base"),
     "regnet": ("regnet_y_400mf", "regnet_y_800mf", "regnet_x_400mf"),
+    "vit": ("vit_b_16", "vit_b_32", "vit_tiny"),  # vit_tiny: built by the adapter (demo and tests)
+    "swin": ("swin_t", "swin_s", "swin_v2_t"),
 }
 ARCH_NAMES = tuple(a for archs in FAMILIES.values() for a in archs)

@@ -113,8 +113,11 @@ def node_macs(node, out: torch.Tensor) -> int:
     if node.kind == "conv" and m is not None:
         kh, kw = m.kernel_size
         return int(out[0].numel() * (m.in_channels // m.groups) * kh * kw)
-    if node.kind == "linear" and m is not None:
-        return int(m.in_features * m.out_features)
+    if node.kind == "linear" and m is not None:  # once per token on a transformer's (N, C) sequence
+        return int(out[0].numel() * m.in_features)
+    if node.kind == "multiheadattention" and m is not None and out.ndim == 3:
+        n, c = out.shape[1:]  # q, k, v and output projections, then QK^T and AV
+        return int(4 * n * c * c + 2 * n * n * c)
     return 0
 
 
@@ -123,6 +126,7 @@ def network_facts(model: nn.Module, crop_size: int, layers=None) -> NetworkFacts
 
     `layers`: the configured site indices (None = all); they decide which sites share perturbations.
     """
+    from .attribution.layouts import to_grid
     from .attribution.perturb import layer_groups
     from .attribution.sites import site_table
 
@@ -147,7 +151,7 @@ def network_facts(model: nn.Module, crop_size: int, layers=None) -> NetworkFacts
     for site in table.sites:
         desc = graph.descendants(site.node)
         tail = sum(macs.get(i, 0) for i in desc if i != site.node) / total
-        c, hh, ww = values[site.node].shape[1:]
+        c, hh, ww = to_grid(site.layout, values[site.node]).shape[1:]  # a transformer's tokens on their grid
         group = position_of.get(groups[site.node][0], 10**6 + groups[site.node][0])
         shares_c = site.index in chosen and group in seen_groups
         if site.index in chosen:

@@ -27,7 +27,7 @@ from pathlib import Path
 from .errors import LayersweepError
 
 CACHE_DIR = Path(".snakemake") / "layersweep-facts"
-FACTS_VERSION = 3  # bump when the facts' layout changes
+FACTS_VERSION = 4  # bump when the facts' layout changes
 # what decides `device: auto` besides the machine (layersweep.device.cuda_for_jobs reads the first)
 CUDA_ENV_KEYS = ("LAYERSWEEP_CUDA", "CUDA_VISIBLE_DEVICES")
 
@@ -130,7 +130,7 @@ def compute_facts(config: dict, environ=None) -> WorkflowFacts:
     from .device import gpu_request
     from .metrics.registry import check_compute, configured_options, get_metric
     from .attribution.sites import arch_site_table
-    from .model import check_arch, checkpoint_key, needs_head_training
+    from .model import check_arch, check_input_size, checkpoint_key, needs_head_training
 
     data, model, attribution, metrics = config["data"], config["model"], config["attribution"], config["metrics"]
     known = available_methods()
@@ -149,6 +149,7 @@ def compute_facts(config: dict, environ=None) -> WorkflowFacts:
     metric_options = {m: configured_options(m, metrics) for m in compute}
 
     check_arch(model["arch"], model["source"])
+    check_input_size(model["arch"], data["crop_size"])  # a ViT takes one input size only
     sites = arch_site_table(model["arch"], model["source"])  # the sites of model.arch (meta device: no weights)
     sites.resolve(attribution["layers"])
     sites.resolve(config["figures"]["fig3_layers"], key="figures.fig3_layers")

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from .errors import LayersweepError
 from .preprocess import TORCHVISION, Preprocessing, to_model_input
 
-from .models import ARCHS, adapter_for, head_of, replace_head
+from .models import ARCHS, adapter_for, build_torchvision, head_of, replace_head
 
 N_CLASSES = 20
 SOURCES = ("torchvision", "torchray_voc", "torchvision_imagenet")  # the last: ImageNet weights, 1,000 classes as they are
@@ -35,6 +35,15 @@ def check_arch(arch: str, source: str = "torchvision") -> None:
         raise LayersweepError(f"config key 'model.arch' is '{arch}' but 'model.source: torchray_voc' is TorchRay's VGG16; set model.arch to vgg16.")
 
 
+def check_input_size(arch: str, crop_size: int) -> None:
+    """A ViT takes inputs of its own `image_size` only (its position embedding has one token per patch)."""
+    with torch.device("meta"):
+        side = getattr(build_torchvision(arch), "image_size", None)
+    if side is not None and int(crop_size) != int(side):
+        raise LayersweepError(f"config key 'data.crop_size' is {crop_size}, but model.arch '{arch}' takes {side}-px "
+                              f"inputs only; set data.crop_size to {side}.")
+
+
 def checkpoint_key(arch: str, source: str) -> str:
     """The entry of config key 'model.checkpoints' that holds the pretrained weights of this model."""
     return "torchray_voc" if source == "torchray_voc" else arch
@@ -43,7 +52,7 @@ def checkpoint_key(arch: str, source: str) -> str:
 def build_architecture(arch: str = "vgg11", source: str = "torchvision", n_classes: int = 1000) -> nn.Module:
     """The untrained network, torchvision's default init (TorchRay's: ceil-mode max-pooling, as in Caffe)."""
     check_arch(arch, source)
-    model = getattr(torchvision.models, arch)(weights=None, num_classes=n_classes)
+    model = build_torchvision(arch, n_classes)  # the adapter's own builder for the archs torchvision lacks
     if source == "torchray_voc":
         for m in model.features:
             if isinstance(m, nn.MaxPool2d):

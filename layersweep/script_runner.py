@@ -31,6 +31,7 @@ def run_script(snakemake, main) -> None:
         handlers.append(logging.FileHandler(snakemake.log[0], mode="w"))
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.captureWarnings(True)  # the library's one-sentence warnings (constant maps, bf16) reach the rule's log
     import torch
     torch.set_num_threads(max(1, int(snakemake.threads)))
     try:

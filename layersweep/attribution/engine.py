@@ -1,6 +1,7 @@
 """Public entry points: every requested site of a batch in one shared pass per method family."""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 import numpy as np
@@ -123,6 +124,38 @@ def _check_count(value, key: str) -> int:
     return int(value)
 
 
+def constant_maps(results: dict, table: SiteTable, requested: dict) -> list[tuple[str, object]]:
+    """(method, layer) pairs whose maps are constant over every pixel of every image of the batch."""
+    out = []
+    for name, per in results.items():
+        for key, t in per.items():
+            flat = t.reshape(t.shape[0], -1)
+            if flat.shape[1] > 1 and bool((flat.amax(dim=1) == flat.amin(dim=1)).all()):
+                out.append((name, key))
+    return out
+
+
+def warn_constant_maps(results: dict, table: SiteTable, requested: dict) -> None:
+    """One sentence per method naming the layers where its maps carry no spatial information (e.g. the last
+    ViT block under class-token pooling: the patch tokens' gradient is exactly zero)."""
+    by_method: dict = {}
+    for name, key in constant_maps(results, table, requested):
+        by_method.setdefault(name, []).append(table[requested[key]].label)
+    for name, labels in by_method.items():
+        warnings.warn(f"method {name!r} gives a constant map at {', '.join(labels)} for every image of the batch "
+                      "(e.g. a zero gradient reaching that site); such maps rank nothing and should not be "
+                      "averaged with the others.", stacklevel=3)
+
+
+def deeplift_rules(model, layers) -> str:
+    """'exact' if captum's DeepLift rules cover every nonlinear node after the lowest requested site, else
+    'gradient_fallback' (GELU, LayerNorm, attention, SiLU, ReLU6, functional relu, gates: the plain gradient at
+    each half's point, as captum does); `Graph.deeplift_rules` per site."""
+    table = site_table(model)
+    lowest = min(table.node_of(i) for i in requested_sites(table, layers).values())
+    return table.graph.deeplift_rules(lowest)
+
+
 def _mixed_methods(methods, opts: dict, options: dict):
     """The engine's hook for mix methods (pass "mix", RefineCAM): each is replaced by its base method (option
     `base`, with the base's own options if given), run in the base's pass. Returns (methods to run, {mix
@@ -177,6 +210,11 @@ def _attribute(model, images, targets, methods, layers, *, baselines=None, attri
         crop_ids = list(range(images.shape[0]))
     if len(crop_ids) != images.shape[0]:
         raise LayersweepError(f"{len(crop_ids)} crop ids for {images.shape[0]} images; give one id per image.")
+    if any(m.name == "ablationcam" for m in methods) and any(
+            index != -1 and table[index].layout != "nchw" for index in requested.values()):
+        warnings.warn("AblationCAM at a transformer site ablates with pytorch-grad-cam's ablation value, the "
+                      "minimum - 1e7, far outside what a LayerNorm or a residual stream ever holds: read its maps "
+                      "there with care (docs/transformers.md).", stacklevel=3)
     by_pass = {kind: {m.name: m.fn for m in methods if m.pass_kind == kind}
                for kind in ("gradient", "deeplift", "deeplift0", "perturb")}
     targets, baselines = _check_tensors(model, images, targets, baselines, bool(by_pass["deeplift"]), n_classes)
@@ -190,6 +228,9 @@ def _attribute(model, images, targets, methods, layers, *, baselines=None, attri
     # the tensor each map lies on (for attribute_to 'input', the one feeding the site)
     node_of = {key: tensor_node(graph, table, index, attribute_to) for key, index in requested.items()}
     nodes = {n: position_of.get(n) for n in node_of.values()}
+    # transformer sites: the tensor each map lies on is put on a (C, h, w) grid (layouts.py)
+    layouts = {node_of[key]: table[index].layout for key, index in requested.items()
+               if index != -1 and table[index].layout != "nchw"}
 
     def collect(kind, maps, pass_weights):
         for key, n in node_of.items():
@@ -200,18 +241,20 @@ def _attribute(model, images, targets, methods, layers, *, baselines=None, attri
 
     if by_pass["gradient"]:
         gradient_methods = {m.name: m for m in methods if m.pass_kind == "gradient"}
-        maps, logits, pass_weights = gradient_pass(graph, images, targets, nodes, gradient_methods, amp_dtype=amp)
+        maps, logits, pass_weights = gradient_pass(graph, images, targets, nodes, gradient_methods, amp_dtype=amp,
+                                                    layouts=layouts)
         collect("gradient", maps, pass_weights)
     if by_pass["deeplift0"]:
         maps, pass_weights, dl0_logits = deeplift0_pass(graph, images, targets, nodes, by_pass["deeplift0"],
-                                                        n_classes=n_classes, max_pairs=max_pairs, mm_dtype=amp)
+                                                        n_classes=n_classes, max_pairs=max_pairs, mm_dtype=amp,
+                                                        layouts=layouts)
         logits = dl0_logits if logits is None else logits
         collect("deeplift0", maps, pass_weights)
     if by_pass["perturb"]:
         perturb_methods = {m.name: m for m in methods if m.pass_kind == "perturb"}
         maps, pass_weights, p_logits = perturb_pass(graph, images, targets, nodes, perturb_methods, options=opts,
                                                     seed=seed, crop_ids=crop_ids, perturb_batch=perturb_batch,
-                                                    mm_dtype=amp, position_of=position_of)
+                                                    mm_dtype=amp, position_of=position_of, layouts=layouts)
         logits = p_logits if logits is None else logits
         collect("perturb", maps, pass_weights)
     if by_pass["deeplift"]:
@@ -224,7 +267,7 @@ def _attribute(model, images, targets, methods, layers, *, baselines=None, attri
                 site[key] = ("out", node_of[key])
         maps, dl_logits = deeplift_pass(graph, images, targets, baselines, set(site.values()),
                                         by_pass["deeplift"], max_pairs=int(max_pairs), n_classes=n_classes,
-                                        amp_dtype=amp)
+                                        amp_dtype=amp, layouts=layouts)
         logits = dl_logits if logits is None else logits
         for key, s_ in site.items():
             for name in by_pass["deeplift"]:
@@ -243,6 +286,7 @@ def _attribute(model, images, targets, methods, layers, *, baselines=None, attri
     weights = {name: {key: own(per[key]) for key in order if key in per} for name, per in weights.items()}
     results, weights = _mix_maps(mixed, results, weights, requested_methods, requested, tuple(images.shape[-2:]),
                                  opts)
+    warn_constant_maps(results, table, requested)
     if return_weights:
         return results, logits.to(out_dtype), weights
     return results, logits.to(out_dtype)

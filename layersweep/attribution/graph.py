@@ -62,6 +62,9 @@ class Node:
     inputs: list[int] = field(default_factory=list)      # producer nodes, in argument order (tensors and others)
     consumers: list[int] = field(default_factory=list)
     linear: bool = False
+    # nn.MultiheadAttention returns (output, weights): its node yields the output alone (tuple_item 0) and
+    # each `getitem` of that tuple is an identity (item 0) or None (item 1), so every value is a tensor
+    tuple_item: int | None = None
 
     @property
     def module_path(self) -> str:
@@ -112,6 +115,14 @@ class Graph:
                 j = self._by_fx[producer]
                 node.inputs.append(j)
                 self.nodes[j].consumers.append(node.index)
+        for node in self.nodes:
+            getitems = [self.nodes[c] for c in node.consumers]
+            if isinstance(node.module, nn.MultiheadAttention) and getitems and all(
+                    c.kind == "getitem" and len(c.fx_node.args) == 2 and isinstance(c.fx_node.args[1], int)
+                    for c in getitems):
+                node.tuple_item = 0
+                for c in getitems:
+                    c.tuple_item, c.kind, c.linear = c.fx_node.args[1], "identity", True
         outputs = self.nodes[-1].inputs
         if self.nodes[-1].kind != "output" or len(outputs) != 1:
             raise LayersweepError(f"the model {type(model).__name__} does not return one tensor of logits; the attribution engine needs one.")
@@ -158,6 +169,10 @@ class Graph:
         n = node.fx_node
         args = fx.node.map_arg(n.args, lambda a: env[a])
         kwargs = fx.node.map_arg(n.kwargs, lambda a: env[a])
+        if node.tuple_item is not None and node.kind == "identity":  # an item of attention's (output, weights)
+            return args[0] if node.tuple_item == 0 else None
+        if node.tuple_item is not None:
+            return node.module(*args, **kwargs)[node.tuple_item]
         if n.op == "call_module":
             m = node.module
             if node.kind in ("relu", "relu6") and type(m) in (nn.ReLU, nn.ReLU6):

@@ -48,6 +48,7 @@ from torch import fx
 
 from ..precision import autocast
 from .graph import Graph, Node
+from .layouts import to_grid
 
 EPS = 1e-10  # captum DeepLift's default eps
 
@@ -81,7 +82,7 @@ def _utility_seed(utility, logits: torch.Tensor, targets: torch.Tensor, dtype) -
 
 
 def gradient_pass(graph: Graph, images, targets, nodes: dict, methods: dict, *,
-                  amp_dtype: torch.dtype | None = None):
+                  amp_dtype: torch.dtype | None = None, layouts: dict | None = None):
     """CAM-family maps at `nodes` ({node index: position}) for every method in `methods` ({name: Method}).
 
     `position` is what a method sees as its `position` keyword (the site index, -1 = input) and its `op`
@@ -94,6 +95,8 @@ def gradient_pass(graph: Graph, images, targets, nodes: dict, methods: dict, *,
 
     `amp_dtype` (bf16 / float16) runs the forward and backward under autocast; the methods combine
     activations and gradients in float32 (float64 for float64 images).
+    `layouts` {node: layout}: nodes whose tensor is not (B, C, H, W); activations and gradients alike are
+    put on the (C, h, w) grid (layouts.py) before the methods see them.
 
     Returns ({node: {name: (B, H, W)}}, logits (B, n_classes),
              {node: {name: (B, C)}} channel weights of the methods registered with `weights=True`).
@@ -115,7 +118,12 @@ def gradient_pass(graph: Graph, images, targets, nodes: dict, methods: dict, *,
         x = images.detach().clone().requires_grad_(need_graph)
         logits, values = graph.run(x, keep=set(keys))
     saved = {key: values[key] for key in keys}
-    acts = {key: saved[key].detach().to(out_dtype) for key in keys}
+    layouts = layouts or {}
+
+    def grid(key, t):
+        return to_grid(layouts.get(key, "nchw"), t)
+
+    acts = {key: grid(key, saved[key].detach().to(out_dtype)) for key in keys}
     logits_out = logits.detach().to(out_dtype)
     maps: dict = {key: {} for key in keys}
     weights: dict = {key: {} for key in keys}
@@ -146,7 +154,7 @@ def gradient_pass(graph: Graph, images, targets, nodes: dict, methods: dict, *,
                 seed = _utility_seed(utility, logits, targets, out_dtype)
                 grads = torch.autograd.grad(logits, [saved[k] for k in keys], seed, retain_graph=backwards > 0)
             for key, grad in zip(keys, grads):
-                grad = grad.to(out_dtype)
+                grad = grid(key, grad.to(out_dtype))
                 for name in group:
                     run(name, key, grads=grad)
             del grads
@@ -160,7 +168,7 @@ def gradient_pass(graph: Graph, images, targets, nodes: dict, methods: dict, *,
                 seed[:, k] = 1
                 grads = torch.autograd.grad(logits, [saved[key] for key in keys], seed, retain_graph=backwards > 0)
                 for key, grad in zip(keys, grads):
-                    grad = grad.to(out_dtype)
+                    grad = grid(key, grad.to(out_dtype))
                     sums[key][:, k] = (grad * acts[key]).sum(dim=(1, 2, 3))
                     means[key][:, k] = grad.mean(dim=(2, 3))
                 del grads
@@ -248,13 +256,15 @@ class DeepLiftPlan:
 
 
 def deeplift_pass(graph: Graph, images, targets, baselines, sites: set, fns: dict,
-                  *, max_pairs: int, n_classes: int, amp_dtype: torch.dtype | None = None):
+                  *, max_pairs: int, n_classes: int, amp_dtype: torch.dtype | None = None,
+                  layouts: dict | None = None):
     """DeepLift-family maps at `sites` for every method in `fns` ({name: fn(delta, multiplier)}).
 
     Pairs are processed in chunks of at most `max_pairs` (image, baseline) pairs; each chunk holds the
     activations of its own images and baselines only, so peak memory is bounded by `max_pairs`.
     `amp_dtype` (bf16 / float16) runs the convolutions and matmuls of the forward and backward in that dtype
     (as autocast would); the DeepLift rules and the sums over pairs stay in the images' dtype.
+    `layouts` {node: layout}: deltas and multipliers of those nodes' maps are put on the (C, h, w) grid.
     Returns ({site: {name: (B, H, W)}} averaged over baselines, logits (B, n_classes)).
     """
     plan = DeepLiftPlan(graph, sites)
@@ -265,7 +275,8 @@ def deeplift_pass(graph: Graph, images, targets, baselines, sites: set, fns: dic
 
     def run_chunk(xs: Store, bs: Store, i0: int):
         with torch.no_grad():  # a hand-written backward: nothing here needs autograd but the fallbacks
-            contribs = backward_chunk(graph, plan, xs, bs, targets[i0:i0 + xs.n], fns, n_classes, mm)
+            contribs = backward_chunk(graph, plan, xs, bs, targets[i0:i0 + xs.n], fns, n_classes, mm,
+                                      layouts=layouts)
         for site, per_name in contribs.items():
             for name, c in per_name.items():
                 acc = sums[site][name]
@@ -357,7 +368,10 @@ def vjp(graph: Graph, node: Node, g: torch.Tensor, points: dict, mm) -> dict:
         scale = torch.rsqrt(m.running_var + m.eps)
         scale = scale if m.weight is None else m.weight * scale
         return {j: g * scale.detach().to(g.dtype).view(1, -1, 1, 1)}
-    if kind in ("identity", "flatten", "reshape") and len(node.inputs) == 1:
+    if kind in ("identity", "flatten", "reshape") and (len(node.inputs) == 1 or (
+            kind == "reshape" and not any(torch.is_tensor(points.get(i)) for i in node.inputs[1:]))):
+        # a reshape's other arguments are sizes, which a model may read off its batch (ViT: x.reshape(n, C, hw)
+        # with n = x.shape[0]): they would not fit the R rows of pairs here, so the backward is written out
         return {j: g.reshape((g.shape[0],) + tuple(points[j].shape[1:]))}
     if kind == "add" and len(node.inputs) == 2 and all(points[i].shape == g.shape for i in node.inputs) \
             and all(isinstance(a, fx.Node) for a in node.fx_node.args):
@@ -373,7 +387,7 @@ def vjp(graph: Graph, node: Node, g: torch.Tensor, points: dict, mm) -> dict:
 
 
 def backward_chunk(graph: Graph, plan: DeepLiftPlan, xs: Store, bs: Store, targets, fns, n_classes, mm,
-                   paired: bool = False):
+                   paired: bool = False, layouts: dict | None = None):
     """One DeepLift backward for the G x Hb pairs of a chunk; returns per-site maps summed over baselines.
 
     Gradients are (S, G, Hb, ...): S = 2 stacks captum's input half [0] and reference half [1] (one
@@ -381,6 +395,7 @@ def backward_chunk(graph: Graph, plan: DeepLiftPlan, xs: Store, bs: Store, targe
     half. Image-side and baseline-side activations broadcast over (G, Hb) instead of being copied per pair.
     `paired`: bs holds one reference per image (G rows, LIFT-CAM's zero reference): pairs (G, 1).
     Each rule runs in its own function so that its temporaries are freed before the next node.
+    `layouts` {node: layout}: a map at such a node sees its delta and multiplier on the (C, h, w) grid.
     """
     G = xs.n
     Hb = 1 if paired else bs.n
@@ -414,7 +429,11 @@ def backward_chunk(graph: Graph, plan: DeepLiftPlan, xs: Store, bs: Store, targe
 
     out = {}
 
+    layouts = layouts or {}
+
     def record(site, d, mult):
+        layout = layouts.get(site[1], "nchw") if site[0] == "out" else "nchw"
+        d, mult = to_grid(layout, d), to_grid(layout, mult)
         out[site] = {name: fn(d, mult).sum(dim=1) for name, fn in fns.items()}
 
     S0 = 2 if plan.q_needed else 1

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .graph import Graph
+from .layouts import from_grid, to_grid
 from .passes import DeepLiftPlan, Store, backward_chunk
 
 GROUP_MEMBERS = ("relu", "maxpool")  # channel-wise kinds that map 0 to 0: they join the group below them
@@ -89,8 +90,9 @@ class PerturbContext:
     """
 
     def __init__(self, *, store: Store, images, targets, node, position, group, top, options, method,
-                 seed, crop_ids, tails: Tails, cache: dict):
+                 seed, crop_ids, tails: Tails, cache: dict, layouts: dict | None = None):
         self.store = store
+        self.layouts = layouts or {}  # {node: layout}: activations on the (C, h, w) grid, rows written back
         self.images, self.targets, self.logits = images, targets, store.logits
         self.node, self.position, self.group, self.top = node, position, group, top
         self.options, self.method = options, method
@@ -98,13 +100,16 @@ class PerturbContext:
         self.seed, self.crop_ids, self.tails = seed, crop_ids, tails
         self.cache = cache
 
+    def _layout(self, node: int) -> str:
+        return self.layouts.get(node, "nchw")
+
     @property
     def activations(self):
-        return self.store[self.node]
+        return to_grid(self._layout(self.node), self.store[self.node])
 
     @property
     def top_activations(self):
-        return self.store[self.top]
+        return to_grid(self._layout(self.top), self.store[self.top])
 
     @property
     def target_logits(self) -> torch.Tensor:
@@ -120,8 +125,12 @@ class PerturbContext:
 
     def logits_after(self, rows: torch.Tensor, image: int, at: int | None = None) -> torch.Tensor:
         """All logits (R, K) of rows fed to the network as node `at`'s output (default: the group's top),
-        every other tensor the clean one of image `image`."""
-        return self.tails.logits_after(self.top if at is None else at, rows, image)
+        every other tensor the clean one of image `image`. Rows are on the (C, h, w) grid; a token site gets
+        them written back with the image's own class token."""
+        at = self.top if at is None else at
+        if self._layout(at) != "nchw":
+            rows = from_grid(self._layout(at), rows, self.store[at][image:image + 1])
+        return self.tails.logits_after(at, rows, image)
 
     def tail(self, rows: torch.Tensor, target: int, image: int, at: int | None = None) -> torch.Tensor:
         """Target logit (R,) of rows fed to the network as node `at`'s output (default: the group's top)."""
@@ -148,7 +157,8 @@ def group_key(first: int, position_of: dict) -> int:
 
 
 def perturb_pass(graph: Graph, images, targets, nodes: dict, methods: dict, *, options: dict,
-                 seed: int, crop_ids, perturb_batch: int, mm_dtype=None, position_of: dict):
+                 seed: int, crop_ids, perturb_batch: int, mm_dtype=None, position_of: dict,
+                 layouts: dict | None = None):
     """Maps (and weights) of every "perturb" method at `nodes` ({node: position}); returns
     ({node: {name: map}}, {node: {name: w}}, logits)."""
     store = Store.forward(graph, images, mm_dtype)
@@ -162,7 +172,7 @@ def perturb_pass(graph: Graph, images, targets, nodes: dict, methods: dict, *, o
             first, top = groups[n]
             ctx = PerturbContext(store=store, images=images, targets=targets, node=n, position=nodes[n],
                                  group=group_key(first, position_of), top=top, options=options[name], method=name,
-                                 seed=seed, crop_ids=crop_ids, tails=tails, cache=cache)
+                                 seed=seed, crop_ids=crop_ids, tails=tails, cache=cache, layouts=layouts)
             out = m.fn(ctx)
             if m.weights:
                 out, weights[n][name] = out
@@ -170,9 +180,12 @@ def perturb_pass(graph: Graph, images, targets, nodes: dict, methods: dict, *, o
     return maps, weights, store.logits
 
 
-def zero_reference(graph: Graph, store: Store, first: int, mm_dtype=None) -> Store:
-    """The network run from a zero tensor at node `first`, per image (every other tensor the image's own)."""
+def zero_reference(graph: Graph, store: Store, first: int, mm_dtype=None, layout: str = "nchw") -> Store:
+    """The network run from a zero tensor at node `first`, per image (every other tensor the image's own).
+    On a token site only the patch grid is zeroed: the class token keeps the image's value."""
     value = torch.zeros_like(store[first])
+    if layout != "nchw":
+        value = from_grid(layout, torch.zeros_like(to_grid(layout, store[first])), store[first])
     logits, values = graph.run_from(first, value, lambda i: store.values[i], mm_dtype=mm_dtype,
                                     maxpool_indices=True, keep_all=True)
     merged = dict(store.values)
@@ -181,7 +194,7 @@ def zero_reference(graph: Graph, store: Store, first: int, mm_dtype=None) -> Sto
 
 
 def deeplift0_pass(graph: Graph, images, targets, nodes: dict, fns: dict, *, n_classes: int,
-                   max_pairs: int, mm_dtype=None):
+                   max_pairs: int, mm_dtype=None, layouts: dict | None = None):
     """LIFT-CAM family: DeepLift contributions with the reference 0 at the site, one backward per group.
 
     Equals captum `DeepLift(tail).attribute(A, baselines=zeros_like(A), target)` with tail = the network
@@ -197,21 +210,22 @@ def deeplift0_pass(graph: Graph, images, targets, nodes: dict, fns: dict, *, n_c
     maps = {n: {} for n in nodes}
     weights = {n: {} for n in nodes}
     B = images.shape[0]
+    layouts = layouts or {}
     for first, members in sorted(by_group.items()):
-        ref = zero_reference(graph, store, first, mm_dtype)
+        ref = zero_reference(graph, store, first, mm_dtype, layouts.get(first, "nchw"))
         plan = DeepLiftPlan(graph, {("out", n) for n in members}, allowed=graph.descendants(first))
         parts: dict = {n: [] for n in members}
         for i0 in range(0, B, max_pairs):
             rows = slice(i0, i0 + max_pairs)
             with torch.no_grad():
                 out = backward_chunk(graph, plan, store.rows(rows), ref.rows(rows), targets[rows], contrib,
-                                     n_classes, mm_dtype, paired=True)
+                                     n_classes, mm_dtype, paired=True, layouts=layouts)
             for n in members:
                 parts[n].append(out[("out", n)]["contributions"])
         for n in members:
             c = torch.cat(parts[n])
             for name, fn in fns.items():
-                maps[n][name], weights[n][name] = fn(store[n], c)
+                maps[n][name], weights[n][name] = fn(to_grid(layouts.get(n, "nchw"), store[n]), c)
     return maps, weights, store.logits
 
 

@@ -32,6 +32,7 @@ class Site:
     kind: str                  # conv | batchnorm | relu | maxpool | add | cat | ... | input
     channels: int
     alias: str | None = None   # the block / stage module path whose output this site is
+    layout: str = "nchw"       # how the node's tensor maps onto (C, h, w): nchw | tokens | channels_last
 
     @property
     def label(self) -> str:
@@ -43,7 +44,7 @@ def family_of(model: nn.Module):
     from ..models import ADAPTERS
     names = {"VGG": "vgg11", "ResNet": "resnet18", "DenseNet": "densenet121", "MobileNetV2": "mobilenet_v2",
              "MobileNetV3": "mobilenet_v3_large", "EfficientNet": "efficientnet_b0", "ConvNeXt": "convnext_tiny",
-             "RegNet": "regnet_y_400mf"}
+             "RegNet": "regnet_y_400mf", "VisionTransformer": "vit_b_16", "SwinTransformer": "swin_t"}
     arch = names.get(type(model).__name__)
     return ADAPTERS[arch] if arch else None
 
@@ -69,6 +70,11 @@ class SiteTable:
 
     def node_of(self, index: int) -> int:
         return self[index].node
+
+    @property
+    def layouts(self) -> dict:
+        """{graph node: layout} of the sites whose tensor is not (B, C, H, W) (attribution/layouts.py)."""
+        return {s.node: s.layout for s in self.sites if s.layout != "nchw"}
 
     def resolve(self, value, key: str = "attribution.layers") -> list[int]:
         """'all' | 'blocks' | 'stages' | a list of integers (-1 = input) and names -> sorted site indices."""
@@ -111,11 +117,13 @@ def _under(name: str, roots) -> bool:
 
 
 def _shapes(graph: Graph) -> dict:
-    """Output shape of every node for a (1, 3, 64, 64) input, on the model's own device (meta: free)."""
+    """Output shape of every node for a (1, 3, 64, 64) input (a ViT's own `image_size`: it accepts no other),
+    on the model's own device (meta: free)."""
     params = list(graph.model.parameters())
     device = params[0].device if params else torch.device("cpu")
     dtype = params[0].dtype if params else torch.float32
-    x = torch.zeros((1, 3, SHAPE_PROBE, SHAPE_PROBE), device=device, dtype=dtype)
+    side = int(getattr(graph.model, "image_size", SHAPE_PROBE))
+    x = torch.zeros((1, 3, side, side), device=device, dtype=dtype)
     with torch.no_grad():
         _, values = graph.run(x)
     return {i: tuple(v.shape) for i, v in values.items() if torch.is_tensor(v)}
@@ -136,8 +144,16 @@ def site_table(model: nn.Module) -> SiteTable:
     else:
         roots = ("features",) if isinstance(getattr(model, "features", None), nn.Sequential) else ("",)
     shapes = _shapes(graph)
-    chosen = [node for node in graph.nodes if node.kind not in ("input", "output", "constant")
-              and len(shapes.get(node.index, ())) == 4 and _under(node.name, roots)]
+    layout = adapter.layout if adapter is not None else "nchw"
+    ndim = 3 if layout == "tokens" else 4
+    names: dict = {}
+    if adapter is not None and adapter.sites is not None:  # transformers: the adapter names the sites
+        chosen = sorted({_output_node(graph, path, shapes, ndim).index: None for path in adapter.sites(model)})
+        chosen = [graph.nodes[i] for i in chosen]
+        names = {n.index: n.module_path for n in chosen if n.fx_node.op == "call_module"}
+    else:
+        chosen = [node for node in graph.nodes if node.kind not in ("input", "output", "constant")
+                  and len(shapes.get(node.index, ())) == 4 and _under(node.name, roots)]
     if not chosen:
         raise LayersweepError(f"the model {type(model).__name__} has no (B, C, H, W) node to attribute to under {', '.join(roots)}.")
     blocks = adapter.blocks(model) if adapter else []
@@ -147,7 +163,14 @@ def site_table(model: nn.Module) -> SiteTable:
         inside = [n for n in chosen if _under(n.name, (path,)) or n.module_path == path]
         if inside:
             alias_of.setdefault(inside[-1].index, path)
-    sites = [Site(i, n.name, n.index, n.kind, shapes[n.index][1], alias_of.get(n.index)) for i, n in enumerate(chosen)]
+    if adapter is not None and adapter.sites is not None:  # a non-block site path (Swin's `features.2`) names its node
+        for path in adapter.sites(model):
+            node = _output_node(graph, path, shapes, ndim)
+            if names.get(node.index, node.name) != path:
+                alias_of.setdefault(node.index, path)
+    channel_axis = 1 if layout == "nchw" else -1
+    sites = [Site(i, names.get(n.index, n.name), n.index, n.kind, shapes[n.index][channel_axis], alias_of.get(n.index),
+                  layout) for i, n in enumerate(chosen)]
     table = SiteTable(graph, sites, [p for p in blocks if any(s.alias == p for s in sites)] if blocks else [],
                       [p for p in stages if any(s.alias == p for s in sites)] if stages else [])
     # a path that is both a block and a stage (VGG) aliases one site: keep every path resolvable
@@ -161,6 +184,16 @@ def site_table(model: nn.Module) -> SiteTable:
         _TABLES.clear()
     _TABLES[id(graph)] = (graph, table)
     return table
+
+
+def _output_node(graph: Graph, path: str, shapes: dict, ndim: int):
+    """The node whose output is the module at `path`'s output: its (last) call if it is a leaf module, else the
+    last node inside it with an output of `ndim` dimensions."""
+    calls = [n for n in graph.nodes if n.fx_node.op == "call_module" and n.fx_node.target == path]
+    inside = calls or [n for n in graph.nodes if _under(n.name, (path,)) and len(shapes.get(n.index, ())) == ndim]
+    if not inside:
+        raise LayersweepError(f"the adapter names the site {path!r}, which has no {ndim}-d output in the traced model.")
+    return inside[-1]
 
 
 def arch_site_table(arch: str, source: str = "torchvision") -> SiteTable:

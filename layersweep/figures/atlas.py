@@ -29,10 +29,16 @@ def _layer_name(layer: int, spec_map) -> str:
     return spec_map[layer].name
 
 
+def _short(name: str) -> str:
+    """A cell title: `features.5` -> `f.5`, `encoder.layers.encoder_layer_3.ln_1` -> `enc3.ln_1`."""
+    return name.replace("features.", "f.").replace("encoder.layers.encoder_layer_", "enc")
+
+
 def atlas(crops, crop_ids, maps, out_pdf, out_png, out_csv, *, demo, dpi, specs=None,
-          labels=None) -> pd.DataFrame:
+          labels=None, gradient_fallback=()) -> pd.DataFrame:
     """crops (N, S, S, 3) uint8 (or float in [0, 1]); crop_ids (N,); maps {method: {layer: (N, h, w)}},
-    rows in crop_ids order; labels (N,) optional class names shown beside each crop.
+    rows in crop_ids order; labels (N,) optional class names shown beside each crop; gradient_fallback: the
+    methods whose shards say `deeplift_rules: gradient_fallback` (their row label says so).
 
     Methods are drawn in the order of `maps`; layers in index order (-1, the input, first).
     """
@@ -95,13 +101,14 @@ def atlas(crops, crop_ids, maps, out_pdf, out_png, out_csv, *, demo, dpi, specs=
             ax.imshow(np.clip(crops[i], 0, 1), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_ylabel(method_label(method), fontsize=8, rotation=0, ha="right", va="center")
+            fallback = "\n(gradient fallback)" if method in gradient_fallback else ""
+            ax.set_ylabel(method_label(method) + fallback, fontsize=8, rotation=0, ha="right", va="center")
             for c, layer in enumerate(layers, start=1):
                 ax = fig.add_subplot(grid[base + 1 + r, c])
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if r == 0:
-                    ax.set_title(names[layer].replace("features.", "f."), fontsize=8)
+                    ax.set_title(_short(names[layer]), fontsize=8)
                 if (method, layer) not in arrays:
                     ax.text(0.5, 0.5, "not\ncomputed", ha="center", va="center", fontsize=6, color="0.5",
                             transform=ax.transAxes)

@@ -39,3 +39,16 @@ def fig4(specs, out_pdf, out_png, out_csv, *, demo, dpi) -> pd.DataFrame:
     fig.legend(handles=handles, loc="outside right upper", fontsize=9, title="layer type", title_fontsize=9)
     return write_outputs(fig, table, out_pdf, out_png, out_csv, dpi)
 
+
+TRANSFORMER_NOTE = ("Fig. 4 is skipped for {arch}: self-attention lets every token read every other, so a unit "
+                    "of a transformer block has no receptive field of fixed size (the whole input).")
+
+
+def fig4_transformer(arch: str, out_pdf, out_png, out_csv, *, demo, dpi) -> pd.DataFrame:
+    """Fig. 4 of a transformer arch: the one sentence saying why it is skipped, as the figure and its table."""
+    note = TRANSFORMER_NOTE.format(arch=arch)
+    table = pd.DataFrame([dict(arch=arch, skipped=True, reason=note)])
+    fig = new_figure((10.0, 2.0), demo)
+    fig.text(0.5, 0.5, note, ha="center", va="center", wrap=True, fontsize=10)
+    return write_outputs(fig, table, out_pdf, out_png, out_csv, dpi)
+

@@ -25,6 +25,12 @@ class Adapter:
     roots: tuple[str, ...]                  # sites: nodes under these module paths ('' = every node)
     blocks: Callable[[nn.Module], list[str]]  # module paths of the blocks, in order
     stages: Callable[[nn.Module], list[str]]  # module paths of the stages, in order
+    # transformers: the module paths whose output nodes are the sites (None: every (B, C, H, W) node under
+    # `roots`), and how those tensors map onto a (C, h, w) grid (attribution/layouts.py)
+    sites: Callable[[nn.Module], list[str]] | None = None
+    layout: str = "nchw"
+    # archs built here rather than by torchvision's builder of that name: {arch: fn(n_classes) -> model}
+    builders: dict | None = None
 
 
 def children_of(model: nn.Module, path: str) -> list[str]:
@@ -34,9 +40,9 @@ def children_of(model: nn.Module, path: str) -> list[str]:
 
 
 def _adapters() -> dict[str, Adapter]:
-    from . import convnext, densenet, efficientnet, mobilenet, regnet, resnet, vgg
+    from . import convnext, densenet, efficientnet, mobilenet, regnet, resnet, swin, vgg, vit
     out = {}
-    for mod in (vgg, resnet, densenet, mobilenet, efficientnet, convnext, regnet):
+    for mod in (vgg, resnet, densenet, mobilenet, efficientnet, convnext, regnet, vit, swin):
         for arch in mod.ADAPTER.archs:
             out[arch] = mod.ADAPTER
     return out
@@ -78,7 +84,9 @@ def replace_head(model: nn.Module, arch: str, n_classes: int) -> nn.Module:
 
 
 def build_torchvision(arch: str, n_classes: int = 1000) -> nn.Module:
-    adapter_for(arch)
+    adapter = adapter_for(arch)
+    if adapter.builders and arch in adapter.builders:
+        return adapter.builders[arch](n_classes)
     return getattr(torchvision.models, arch)(weights=None, num_classes=n_classes)
 
 
