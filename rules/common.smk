@@ -76,7 +76,8 @@ def _metrics():
     from layersweep.metrics.registry import check_compute, configured_options
 
     try:
-        names = check_compute(METRICS["compute"], METRICS["options"], DATA["samples"], METHODS)
+        names = check_compute(METRICS["compute"], METRICS["options"], DATA["samples"], METHODS,
+                              masks=DATA["source"] == "shapes")
         return names, {m: configured_options(m, METRICS) for m in names}
     except LayersweepError as exc:
         sys.exit(f"layersweep: {exc}")
@@ -118,6 +119,8 @@ def metric_inputs(wildcards):
     """The attribution shard and the crops; the baseline crops too when the metric recomputes explanations."""
     inputs = {"maps": f"results/attributions/{wildcards.method}/shard-{wildcards.k}.npz", **split_files("test"),
               "weights": weights_file(), **MODEL_FILES}
+    if "masks" in metric(wildcards.metric).needs:  # ground-truth masks (data.source shapes)
+        inputs["masks"] = "results/data/test_masks.npy"
     if "attribution" in metric(wildcards.metric).needs:
         inputs.update(train_crops="results/data/train_crops.npy", train_index="results/data/train.parquet",
                       val_crops="results/data/val_crops.npy", val_index="results/data/val.parquet")
