@@ -28,3 +28,7 @@ rule all:
 # The papers' set-ups (config/studies/*.yaml), each a module below studies/<name>/, and their tables.
 include: "rules/studies.smk"
 include: "rules/tables.smk"
+
+
+# The ground-truth study (config/studies/refinecam-shapes*.yaml): its tables and figures (docs/groundtruth.md).
+include: "rules/groundtruth_tables.smk"

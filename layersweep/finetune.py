@@ -10,6 +10,7 @@ that an offline CPU set-up trains in minutes; the layer indices (features.N) are
 from __future__ import annotations
 
 import copy
+import logging
 import time
 
 import numpy as np
@@ -98,6 +99,9 @@ def finetune(model: nn.Module, train_crops, train_labels, val_crops, val_labels,
         val_acc = (logits.argmax(1).cpu().numpy() == np.asarray(val_labels)).mean()
         rows.append({"epoch": epoch, "train_loss": total / len(order), "val_loss": val_loss,
                      "val_accuracy": float(val_acc), "seconds": time.perf_counter() - t0})
+        logging.getLogger("layersweep").info("epoch %d: train loss %.4f, val loss %.4f, val accuracy %.3f (%.0f s)",
+                                             *[rows[-1][k] for k in ("epoch", "train_loss", "val_loss",
+                                                                     "val_accuracy", "seconds")])
         if val_loss < best_loss - 1e-7:
             best_loss, best_state, since_best = val_loss, copy.deepcopy(model.state_dict()), 0
         else:

@@ -22,6 +22,7 @@ include: "download.smk"
 if DATA["source"] == "shapes":
 
     include: "shapes.smk"
+    include: "groundtruth.smk"
 
 else:
 

@@ -28,7 +28,8 @@ SHARED_RULES = {"download_voc", "extract_voc", "download_weights"}  # the report
 STUDY_MODULES = {"liftcam-voc": "liftcam_voc_", "liftcam-voc-pi1": "liftcam_voc_pi1_",
                  "liftcam-voc-pi10": "liftcam_voc_pi10_", "liftcam-voc-pi100": "liftcam_voc_pi100_",
                  "liftcam-voc-pi10000": "liftcam_voc_pi10000_", "shapcam-voc-torchray": "shapcam_voc_torchray_",
-                 "shapcam-voc-vgg11": "shapcam_voc_vgg11_"}
+                 "shapcam-voc-vgg11": "shapcam_voc_vgg11_", "refinecam-shapes": "refinecam_shapes_",
+                 "refinecam-shapes-cpu": "refinecam_shapes_cpu_"}
 
 
 def _copy_project(dest: Path) -> Path:
