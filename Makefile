@@ -6,7 +6,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: demo demo-metrics test test-slurm bench clean
+.PHONY: demo demo-metrics demo-groundtruth test test-slurm bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ demo: $(STAMP)
 # the demo plus every metric of the crop mode on two methods (fig8 draws all but core)
 demo-metrics: $(STAMP)
 	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/demo.yaml config/demo-metrics.yaml --workflow-profile profiles/default
+
+# the ground-truth study on the CPU, offline (docs/groundtruth.md): generates the shapes data, trains the model,
+# sweeps and scores, then tables/metric-agreement.csv, tables/refinecam-groundtruth.csv and their figures
+demo-groundtruth: $(STAMP)
+	$(VENV)/bin/snakemake --cores $(CORES) --workflow-profile profiles/default groundtruth
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
