@@ -98,12 +98,18 @@ def method_on_inputs(model, inputs, shard, attribution: dict, *, seed: int, devi
     from .preprocess import to_model_input
 
     method, layers = shard.method, list(shard.layers)
+    m = get_method(method)
+    # a mix method (RefineCAM) runs in its base's pass, and its map at a layer mixes every deeper layer's
+    mix = m.pass_kind == "mix"
+    pass_kind = get_method(attribution["options"].get("base", m.options.get("base"))).pass_kind if mix else m.pass_kind
     base = None
-    if get_method(method).pass_kind == "deeplift":
+    if pass_kind == "deeplift":
         base = to_model_input(baselines(inputs, attribution["n_baselines"], seed), device, preprocessing)
 
     def attribute(images, targets, crop_ids=None, layers=layers):
-        # `layers`: a subset of the shard's, when the caller keeps only some (coherency: one per explanation image)
+        # `layers`: a subset of the shard's, when the caller keeps only some (coherency: one per explanation image);
+        # a mix method is always recomputed at all the shard's layers (the caller picks its layers from them)
+        layers = list(shard.layers) if mix else layers
         return attribute_layers(model, images, targets, [method], layers, baselines=base,
                                 attribute_to=attribution["attribute_to"], max_pairs=attribution["max_pairs"],
                                 precision=attribution["precision"], options={method: dict(attribution["options"])},

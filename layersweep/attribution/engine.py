@@ -100,6 +100,37 @@ def _check_count(value, key: str) -> int:
     return int(value)
 
 
+def _mixed_methods(methods, opts: dict, options: dict):
+    """The engine's hook for mix methods (pass "mix", RefineCAM): each is replaced by its base method (option
+    `base`, with the base's own options if given), run in the base's pass. Returns (methods to run, {mix
+    method: its Method}); `opts` gains the bases' options."""
+    mixed = {m.name: m for m in methods if m.pass_kind == "mix"}
+    run = [m for m in methods if m.pass_kind != "mix"]
+    for m in mixed.values():
+        base = get_method(opts[m.name]["base"])
+        if base.name not in opts:
+            opts[base.name] = method_options(base.name, options.get(base.name))
+        if all(r.name != base.name for r in run):
+            run.append(base)
+    return run, mixed
+
+
+def _mix_maps(mixed: dict, results: dict, weights: dict, requested: list, size, opts: dict):
+    """The maps of each mix method from its base's: every layer's base maps, ordered deep -> shallow (the model
+    input, -1, last), go to the method's fn, which returns input-sized maps per layer. Bases that were not
+    requested themselves are dropped."""
+    for name, m in mixed.items():
+        base_maps = results[opts[name]["base"]]
+        # deep -> shallow: integer VGG indices sort by depth (-1, the input, last); with named graph sites, order
+        # them by their position in the graph instead
+        ordered = [(layer, base_maps[layer]) for layer in sorted(base_maps, reverse=True)]
+        mix = m.fn(ordered, size=size, **opts[name])
+        results[name] = {layer: mix[layer][0].contiguous() for layer in sorted(mix)}
+    keep = lambda d: {k: v for k, v in d.items() if k in requested}  # noqa: E731
+    results, weights = keep(results), keep(weights)
+    return {name: results[name] for name in requested}, weights
+
+
 def _attribute(model, images, targets, methods, layers, *, baselines=None, attribute_to="output",
                max_pairs=64, precision="float32", options=None, seed=0, crop_ids=None, perturb_batch=64,
                return_weights=False):
@@ -118,6 +149,9 @@ def _attribute(model, images, targets, methods, layers, *, baselines=None, attri
     if unknown:
         raise LayersweepError(f"options are given for {unknown[0]!r}, which is not among the requested methods.")
     opts = {m.name: method_options(m.name, options.get(m.name)) for m in methods}
+    requested = [m.name for m in methods]
+    methods, mixed = _mixed_methods(methods, opts, options)
+    _check_layer_kinds(methods, layers, ops, attribute_to)  # a mix's base
     if crop_ids is None:
         crop_ids = list(range(images.shape[0]))
     if len(crop_ids) != images.shape[0]:
@@ -185,6 +219,7 @@ def _attribute(model, images, targets, methods, layers, *, baselines=None, attri
 
     results = {name: {layer: own(t) for layer, t in sorted(per.items())} for name, per in results.items()}
     weights = {name: {layer: own(t) for layer, t in sorted(per.items())} for name, per in weights.items()}
+    results, weights = _mix_maps(mixed, results, weights, requested, tuple(images.shape[-2:]), opts)
     if return_weights:
         return results, logits.to(out_dtype), weights
     return results, logits.to(out_dtype)

@@ -21,6 +21,11 @@ A method declares which shared pass it needs and a function from that pass's per
   `ctx` a `perturb.PerturbContext` (activations, target logits, per-crop generators, tail and full-network
   evaluators batched by `perturb_batch`, the method's options, and a per-group cache for weights shared
   by a conv and the ReLU / MaxPool after it).
+- pass "mix" (RefineCAM): no pass of its own. Its option `base` names another method, run in that method's
+  pass at the same layers; `fn(ordered, *, size, **options) -> {layer: (maps (B, H, W), constant (B,))}` gets
+  the base maps as a list of (layer, (B, h_l, w_l)) ordered deep -> shallow, and returns input-sized maps
+  (`engine._mixed_methods`, `refine.py`). A mix method's map at a layer depends on the deeper layers too, so
+  whoever recomputes it on new inputs asks for all its layers (`pipeline.method_on_inputs`).
 
 A method function must not modify its inputs in place: they are shared by every method of the pass.
 Adding a method touches only its file in `methods/` (and the config's method list).
@@ -32,7 +37,7 @@ from typing import Callable
 
 from ..errors import LayersweepError
 
-PASSES = ("gradient", "deeplift", "deeplift0", "perturb")
+PASSES = ("gradient", "deeplift", "deeplift0", "perturb", "mix")
 
 
 # op kinds a layer can have (`network.Op.kind` of model.features, and "input" for layer -1)
@@ -42,7 +47,7 @@ LAYER_KINDS = ("input", "conv", "relu", "maxpool")
 @dataclass(frozen=True)
 class Method:
     name: str
-    pass_kind: str      # "gradient" | "deeplift"
+    pass_kind: str      # one of PASSES
     fn: Callable
     reference: str      # the library implementation it reproduces (for docs and error messages)
     # op kinds of the layers the method is defined at (e.g. ("conv",) for FullGrad's bias term); None = all

@@ -45,6 +45,10 @@ CRESCENT = _polygon([(np.cos(a), np.sin(a)) for a in np.linspace(0.35 * np.pi, 1
                     + [(0.5 + 0.75 * np.cos(a), 0.75 * np.sin(a)) for a in np.linspace(1.55 * np.pi, 0.45 * np.pi, 16)])
 ARROW = _polygon([(-0.35, -1), (0.35, -1), (0.35, 0.1), (0.9, 0.1), (0, 1), (-0.9, 0.1), (-0.35, 0.1)])
 SPARKLE = (4, 1, 0)  # four-pointed star
+CUP = _polygon([(-1, 1), (-1, -1), (1, -1), (1, 1), (0.4, 1), (0.4, -0.3), (-0.4, -0.3), (-0.4, 1)])
+BAR = _polygon([(-1, -0.45), (1, -0.45), (1, 0.45), (-1, 0.45)])
+TRAPEZOID = _polygon([(-1, -0.7), (1, -0.7), (0.45, 0.7), (-0.45, 0.7)])
+ELL = _polygon([(-1, -1), (1, -1), (1, -0.3), (-0.3, -0.3), (-0.3, 1), (-1, 1)])
 
 # method -> (label, family, marker). Families group methods that share a pass (and usually behave alike),
 # so that a figure with many methods can draw one panel row per family. Every method has its own marker
@@ -70,11 +74,15 @@ METHOD_STYLE = {
     "shapcam_pi": ("SHAP-CAM|\u03a0|", "perturbation", HOURGLASS),
     "shapcam": ("Shap-CAM", "perturbation", DART),
     "scorecam": ("Score-CAM", "perturbation", HALF_DISC),
+    "refinecam": ("RefineCAM", "multi-layer", CUP),
+    "allones": ("all ones", "sanity", BAR),
+    "half": ("all 0.5", "sanity", TRAPEZOID),
+    "uniformnoise": ("uniform noise", "sanity", ELL),
 }
 METHOD_LABELS = {m: s[0] for m, s in METHOD_STYLE.items()}
 METHOD_FAMILIES = {m: s[1] for m, s in METHOD_STYLE.items()}
 METHOD_MARKERS = {m: s[2] for m, s in METHOD_STYLE.items()}
-FAMILY_ORDER = ("DeepLift", "gradient CAM", "activation (PCA) CAM", "perturbation", "other")
+FAMILY_ORDER = ("DeepLift", "gradient CAM", "activation (PCA) CAM", "perturbation", "multi-layer", "sanity", "other")
 # For methods not in METHOD_STYLE: first these (no listed method uses them), then the markers of the listed
 # methods that are not in the figure, then regular polygons of 9, 10, ... sides.
 SPARE_MARKERS = ("h", (6, 1, 0), "H", (8, 1, 0), "8")

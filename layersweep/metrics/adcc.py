@@ -147,7 +147,7 @@ def adcc_scores(model, x: torch.Tensor, targets, maps01: torch.Tensor, attribute
 # attribution pass per (crop, layer) map, each asking only for the layers of its batch. Depends on map values:
 # also scored on the rescaled maps, with the map of x (not rescaled) as coherency's reference.
 # ----------------------------------------------------------------------------------------------------------
-def _maps_of_x(ctx, rows: torch.Tensor) -> torch.Tensor:
+def reference_maps_of_x(ctx, rows: torch.Tensor) -> torch.Tensor:
     """The stored maps of these rows (layer-major), upsampled and min-max normalised: coherency's reference
     when the scored maps are rescaled (S**p is not an affine image of the map)."""
     n = ctx.n
@@ -168,7 +168,7 @@ def _score(ctx) -> dict:
     layer_of_row = torch.tensor(ctx.layers, device=ctx.device).repeat_interleave(n)
     for maps01, ci, rows in ctx.groups():
         ctx.add_work(2 * len(maps01))  # one forward (O) and one attribution pass (coherency) per map
-        reference = maps01 if ctx.r is None else _maps_of_x(ctx, rows)
+        reference = maps01 if ctx.r is None else reference_maps_of_x(ctx, rows)
         res = adcc_scores(ctx.model, ctx.x, ctx.targets, maps01, ctx.attribute, map_layers=layer_of_row[rows],
                           crop_index=ci, reference=reference, Y=ctx.Y, mask_space=ctx.mask_space,
                           preprocessing=ctx.preprocessing, batch_size=ctx.options["attribution_batch"],
