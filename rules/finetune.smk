@@ -32,7 +32,8 @@ rule finetune:
         "logs/finetune/finetune.log",
     benchmark:
         "benchmarks/finetune/finetune.tsv"
-    threads: 2
+    # one thread: on a shared machine, two threads spinning against other jobs made an epoch 10x slower
+    threads: 1
     resources:
         mem_mb=lambda wc, attempt: 6000 * attempt,
         runtime=lambda wc, attempt: 240 * attempt,
