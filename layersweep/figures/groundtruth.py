@@ -97,7 +97,10 @@ def refinecam_figure(gt: pd.DataFrame, examples: list, out_pdf, out_png, out_csv
     colours, markers = method_colours(methods), method_markers(methods)
     n_ex = len(examples)
     ncols = max(len(measures), 2 + len(layers))
-    rows_ex = n_ex * len(methods)
+    # example rows: the methods mapped at several layers (the sanity maps have one), refinecam first
+    multi = [m for m in methods if gt[gt["method"] == m]["layer"].nunique() > 1]
+    shown = sorted(multi, key=lambda m: m != "refinecam")[:4]
+    rows_ex = n_ex * len(shown)
     fig = new_figure((2.0 * ncols, 2.6 + 1.25 * rows_ex), demo=False)
     gs = fig.add_gridspec(1 + rows_ex, ncols, height_ratios=[2.2] + [1] * rows_ex)
     x = np.arange(len(layers))
@@ -113,8 +116,8 @@ def refinecam_figure(gt: pd.DataFrame, examples: list, out_pdf, out_png, out_csv
         if j == 0:
             ax.legend(fontsize=6.5)
     for e, (crop_id, image, mask, maps) in enumerate(examples):
-        for k, m in enumerate(methods):
-            r = 1 + e * len(methods) + k
+        for k, m in enumerate(shown):
+            r = 1 + e * len(shown) + k
             if k == 0:
                 ax = fig.add_subplot(gs[r, 0])
                 ax.imshow(image)
