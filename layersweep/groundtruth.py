@@ -127,7 +127,7 @@ def metric_agreement(per_map: pd.DataFrame, columns: dict, *, n_boot: int = 1000
     matrices = {c: _config_matrix(per_map, c, configs, crops) for c in [*columns, *measures]}
     rows = []
     for col, direction in columns.items():
-        if direction not in ("higher", "lower"):
+        if direction not in ("higher", "lower") or col in measures:  # a measure against itself says nothing
             continue
         sign = 1.0 if direction == "higher" else -1.0
         mv = matrices[col]

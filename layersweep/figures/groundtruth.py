@@ -74,8 +74,10 @@ def metric_degradation_figure(table: pd.DataFrame, out_pdf, out_png, out_csv, *,
         c = curves[(curves["metric"] == metric) & (curves["column"] == col)]
         direction = c["direction"].iloc[0]
         ok = c["monotone"].iloc[0]
-        ax.plot(c["t"], c["mean"], marker="o", ms=3, color="tab:green" if ok == 1 else "tab:red")
-        ax.set_title(f"{col} ({direction} is better)\nworsens on {ok:.0%} of steps", fontsize=8)
+        flat = not np.nanmax(c["mean"]) - np.nanmin(c["mean"]) > 1e-9  # a metric that does not see the path
+        ax.plot(c["t"], c["mean"], marker="o", ms=3, color="tab:green" if ok == 1 and not flat else "tab:red")
+        verdict = "flat: blind to the path" if flat else f"never improves on {ok:.0%} of steps"
+        ax.set_title(f"{col} ({direction} is better)\n{verdict}", fontsize=8)
         ax.set_xlabel("t: mask (0) -> uniform noise (1)", fontsize=7)
         ax.tick_params(labelsize=7)
     for ax in axes[len(cols):]:
