@@ -7,7 +7,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: demo demo-all demo-metrics demo-resnet18 test test-slurm bench clean
+.PHONY: demo demo-all demo-metrics demo-resnet18 demo-groundtruth test test-slurm bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ demo-metrics: $(STAMP)
 # the report study's sweep on a ResNet-18 (random weights): the stem, every node of one block, every block
 demo-resnet18: $(STAMP)
 	$(DEMO) --configfile config/demo-resnet18.yaml
+
+# the ground-truth study on the CPU, offline (docs/groundtruth.md): generates the shapes data, trains the model,
+# sweeps and scores, then tables/metric-agreement.csv, tables/refinecam-groundtruth.csv and their figures
+demo-groundtruth: $(STAMP)
+	LAYERSWEEP_STUDIES=1 $(VENV)/bin/snakemake --cores $(CORES) --workflow-profile profiles/default groundtruth
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q

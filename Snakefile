@@ -32,3 +32,6 @@ include: "rules/studies.smk"
 if LOAD_STUDIES:
 
     include: "rules/tables.smk"
+
+    # The ground-truth study (config/studies/refinecam-shapes*.yaml): its tables and figures (docs/groundtruth.md).
+    include: "rules/groundtruth_tables.smk"

@@ -27,7 +27,7 @@ from pathlib import Path
 from .errors import LayersweepError
 
 CACHE_DIR = Path(".snakemake") / "layersweep-facts"
-FACTS_VERSION = 4  # bump when the facts' layout changes
+FACTS_VERSION = 5  # bump when the facts' layout changes
 # what decides `device: auto` besides the machine (layersweep.device.cuda_for_jobs reads the first)
 CUDA_ENV_KEYS = ("LAYERSWEEP_CUDA", "CUDA_VISIBLE_DEVICES")
 
@@ -145,7 +145,8 @@ def compute_facts(config: dict, environ=None) -> WorkflowFacts:
     method_options = {m: resolve_method_options(m, attribution["options"].get(m))
                       for m in sorted(set(methods) | set(attribution["options"]))}
 
-    compute = check_compute(metrics["compute"], metrics["options"], data["samples"], methods)
+    compute = check_compute(metrics["compute"], metrics["options"], data["samples"], methods,
+                            masks=data.get("source") == "shapes")
     metric_options = {m: configured_options(m, metrics) for m in compute}
 
     check_arch(model["arch"], model["source"])

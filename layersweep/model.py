@@ -286,6 +286,10 @@ def load_model(checkpoint, *, weights_path=None, device="cpu") -> nn.Module:
         arch = ckpt.get("arch", "vgg11")  # checkpoints written before model.arch existed are VGG11's
     except Exception:
         raise LayersweepError(f"the model checkpoint '{checkpoint}' is missing or corrupt; rerun the train_head rule.") from None
+    if train == "full":  # model.train full: the whole fine-tuned VGG (layersweep.finetune)
+        from .finetune import load_full_checkpoint
+
+        return _frozen(load_full_checkpoint(ckpt, checkpoint), device)
     model = build_model(init, weights_path, arch=arch, seed=seed)
     trainable_part(model, train, arch).load_state_dict(ckpt["state_dict"])
     return _frozen(model, device)

@@ -135,6 +135,8 @@ def metric_inputs(wildcards):
     """The attribution shard and the crops; the baseline crops too when the metric recomputes explanations."""
     inputs = {"maps": f"results/attributions/{wildcards.method}/shard-{wildcards.k}.npz", **eval_files(),
               "weights": weights_file(), **MODEL_FILES}
+    if "masks" in metric(wildcards.metric).needs:  # ground-truth masks (data.source shapes)
+        inputs["masks"] = "results/data/test_masks.npy"
     if "attribution" in metric(wildcards.metric).needs:
         inputs.update(baseline_files())
     return inputs

@@ -19,9 +19,29 @@ wildcard_constraints:
 
 
 include: "download.smk"
-include: "data.smk"
+# data.source shapes: the ground-truth shapes dataset in place of VOC's crops; model.train full: the whole VGG
+# trained on the crops in place of the head on cached features
+if DATA["source"] == "shapes":
+
+    include: "shapes.smk"
+    include: "groundtruth.smk"
+
+else:
+
+    include: "data.smk"
+
+
 include: "targets.smk"
-include: "model.smk"
+
+if MODEL["train"] == "full":
+
+    include: "finetune.smk"
+
+else:
+
+    include: "model.smk"
+
+
 include: "attribution.smk"
 include: "metrics.smk"
 include: "figures.smk"

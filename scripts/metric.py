@@ -15,6 +15,11 @@ def main(sm):
     model, device = pipeline.fitted_model(sm.input, p.device, p.model)
     preprocessing = preprocessing_for(p.model["source"])
     boxes = pipeline.shard_boxes(sm.input.index, ids) if "boxes" in metric.needs else None
+    masks = None
+    if "masks" in metric.needs:  # ground-truth masks (data.source shapes)
+        from layersweep.shapes import masks_by_id
+
+        masks = masks_by_id(sm.input.masks, sm.input.index, ids)
     attribute = None
     if "attribution" in metric.needs:  # the metric recomputes the shard's method on perturbed inputs
         attribute = pipeline.method_on_inputs(model, sm.input, shard, p.attribution, seed=p.seed, device=device,
@@ -23,7 +28,7 @@ def main(sm):
     table = score_metric_shard(metric.name, model, crops, shard, crop_ids=ids, options=p.options, **rescaled,
                                mask_space=p.mask_space, batch_size=p.batch_size,
                                constant_eps=p.constant_eps, device=device, precision=p.precision, seed=p.seed,
-                               boxes=boxes, attribute=attribute, preprocessing=preprocessing)
+                               boxes=boxes, attribute=attribute, preprocessing=preprocessing, masks=masks)
     write_parquet(table, sm.output[0])
 
 

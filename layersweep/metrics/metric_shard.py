@@ -48,6 +48,7 @@ class MetricContext:
     progress: object           # the stage's tqdm bar, or False
     boxes: list | None = None          # n float arrays (k_i, 4) x0, y0, x1, y1 in input pixels (image mode)
     attribute: Callable | None = None  # attribute(images, targets) -> {layer: (b, h_l, w_l)}
+    masks: torch.Tensor | None = None  # (n, H, W) bool ground-truth masks (data.source shapes)
     constant: torch.Tensor | None = None  # (L*n,) bool, filled by `groups`
     _Y: torch.Tensor | None = None
 
@@ -147,7 +148,7 @@ def score_metric_shard(name: str, model, crops_uint8, shard, *, crop_ids=None, o
                        r: float | None = None, rtol: float = 1e-4, mask_space: str = "normalized",
                        batch_size: int = 256, constant_eps: float = 1e-6, device="auto", precision: str = "float32",
                        seed: int = 0, boxes=None, attribute=None, progress: bool = True,
-                       preprocessing: Preprocessing = TORCHVISION) -> pd.DataFrame:
+                       preprocessing: Preprocessing = TORCHVISION, masks=None) -> pd.DataFrame:
     """Metric `name` (registry) of every map of one shard: plain, or rescaled to sum r*H*W when `r` is given
     (its rescaled columns only).
 
@@ -158,7 +159,8 @@ def score_metric_shard(name: str, model, crops_uint8, shard, *, crop_ids=None, o
     defaults for those not given). preprocessing: the model's (`preprocessing_for(model.source)`), from uint8
     crops to its input. boxes: per crop of the shard's order, (k, 4) boxes in input pixels, for metrics that
     need them. attribute: fn(images, targets) -> {layer: maps}, the shard's method on new inputs, for metrics
-    that need it. seed: the per-crop generators' (`MetricContext.crop_generator`).
+    that need it. masks: (n, H, W) ground-truth masks in the shard's order, for metrics that need them.
+    seed: the per-crop generators' (`MetricContext.crop_generator`).
     Returns one row per crop x layer (module docstring).
     """
     metric = get_metric(name)
@@ -179,6 +181,11 @@ def score_metric_shard(name: str, model, crops_uint8, shard, *, crop_ids=None, o
     if "boxes" in metric.needs and (boxes is None or len(boxes) != len(sh)):
         raise LayersweepError(f"metric {name!r} needs the object boxes of each sample (data.samples: images); "
                               f"{sh.name} has none.")
+    if "masks" in metric.needs:
+        if masks is None or len(masks) != len(sh):
+            raise LayersweepError(f"metric {name!r} needs the ground-truth mask of each sample (data.source: "
+                                  f"shapes); {sh.name} has none.")
+        masks = torch.as_tensor(np.asarray(masks)).bool().to(dev)
     if "attribution" in metric.needs and attribute is None:
         raise LayersweepError(f"metric {name!r} recomputes explanations; no attribution function was given.")
     n, L = len(sh), len(sh.layers)
@@ -188,7 +195,8 @@ def score_metric_shard(name: str, model, crops_uint8, shard, *, crop_ids=None, o
         with precision_model(model, dev, precision) as net:
             ctx = MetricContext(name, net, x, t, sh.method, sh.crop_ids, sh.layers, sh.maps, mask_space,
                                 batch_size, preprocessing, dev, seed, opts, r, rtol, constant_eps,
-                                bar if progress else False, boxes=boxes, attribute=attribute)
+                                bar if progress else False, boxes=boxes, attribute=attribute,
+                                masks=masks)
             values = metric.score(ctx)
             if ctx.constant is None:  # the metric walked no map group: which maps are constant
                 for _ in ctx.groups(rescale=False):

@@ -8,7 +8,7 @@ columns), one per-image table, one summary per scoring (rule `summary_metric`), 
 - columns: {column: "higher" | "lower" | "none"}: the values it reports per map and which way is better ("none":
   a reference value stored beside them, e.g. a chance level); these are summarised with bootstrap CIs;
 - needs: what it uses besides the maps: "forwards" (the model), "attribution" (the method again, on new
-  inputs), "boxes" (object boxes: data.samples images);
+  inputs), "boxes" (object boxes: data.samples images), "masks" (ground-truth masks: data.source shapes);
 - rescaled: the columns also scored on the maps rescaled to sum r*H*W (True = all, False = none): those that
   depend on the map's values, not only on their order;
 - score(ctx): the computation; gets a `MetricContext` (layersweep.metrics.metric_shard) and returns
@@ -31,7 +31,7 @@ from ..attribution.registry import Option, choice_option, int_option
 from ..errors import LayersweepError
 
 CORE = "core"  # the report's four metrics, computed together (layersweep/metrics/core.py); always computed
-NEEDS = ("forwards", "attribution", "boxes")
+NEEDS = ("forwards", "attribution", "boxes", "masks")
 DIRECTIONS = ("higher", "lower", "none")  # "none": a reference value stored beside a metric (e.g. a chance level)
 
 
@@ -202,10 +202,10 @@ def configured_options(name: str, metrics_config: dict) -> dict:
     return metric_options(name, dict(metrics_config.get("options") or {}).get(name))
 
 
-def check_compute(compute, options: dict | None, samples: str, methods=()) -> list[str]:
+def check_compute(compute, options: dict | None, samples: str, methods=(), *, masks: bool = False) -> list[str]:
     """The metrics to compute: core (always), then those of config `metrics.compute`, checked: unknown names,
     options of metrics that do not exist, `methods` lists naming a method not in `methods` (attribution.methods),
-    and metrics that need boxes in crop mode."""
+    and metrics that need boxes in crop mode, or ground-truth masks (`masks`: the data source has them)."""
     _load()
     names = list(dict.fromkeys([CORE, *compute]))
     for name in names:
@@ -229,4 +229,7 @@ def check_compute(compute, options: dict | None, samples: str, methods=()) -> li
         if "boxes" in _REGISTRY[name].needs and samples != "images":
             raise LayersweepError(f"metric {name!r} in 'metrics.compute' needs object boxes inside the image; "
                                   f"set 'data.samples: images' (crops are the boxes themselves).")
+        if "masks" in _REGISTRY[name].needs and not masks:
+            raise LayersweepError(f"metric {name!r} in 'metrics.compute' needs ground-truth masks, which only "
+                                  f"'data.source: shapes' has; drop it or use the shapes data.")
     return names
