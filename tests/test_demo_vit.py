@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from layersweep.attribution import read_attribution_shard
-from test_pipeline import PROJECT_FILES, REPO, snakemake
+from workflow import PROJECT_FILES, REPO, snakemake
 
 pytestmark = pytest.mark.slow
 CONFIG = "config/demo-vit.yaml"

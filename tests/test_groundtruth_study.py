@@ -1,15 +1,21 @@
 """The ground-truth study end to end at a tiny size (`make demo-groundtruth`'s DAG): the shapes data, full
 training, attribution, every metric, the tables and the figures, offline."""
 import json
+import os
 import shutil
 
 import pandas as pd
 import pytest
 import yaml
 
-from test_pipeline import PROJECT_FILES, REPO, snakemake
+from workflow import PROJECT_FILES, REPO, snakemake
 
-pytestmark = pytest.mark.slow
+# ~25 minutes on 2 cores (shapes data, full training, every metric): beyond the suite's budget, so it runs on
+# request, like the benches (docs/groundtruth.md); the parts it chains are tested one by one in the suite
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(os.environ.get("LAYERSWEEP_FULL_E2E") != "1",
+                                 reason="the ground-truth study end to end takes ~25 min on 2 cores; "
+                                        "set LAYERSWEEP_FULL_E2E=1 to run it")]
 
 TINY = {
     "data": {"crop_size": 32, "n_images": 16, "shard_size": 16,
@@ -32,7 +38,8 @@ def tiny_study(tmp_path_factory):
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, work / name)
     path = work / "config" / "studies" / "refinecam-shapes-cpu.yaml"
     path.write_text(yaml.safe_dump(merge(yaml.safe_load(path.read_text()), TINY), sort_keys=False))
-    snakemake(work, "groundtruth", timeout=1200)
+    os.environ["LAYERSWEEP_STUDIES"] = "1"  # the target is a rule name, not a path under tables/
+    snakemake(work, "groundtruth", timeout=2400)
     return work
 
 
