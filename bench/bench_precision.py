@@ -30,7 +30,7 @@ import yaml
 
 from layersweep.attribution import attribute_layers
 from layersweep.device import resolve_device
-from layersweep.layers import parse_layers
+from layersweep.attribution.sites import arch_site_table, site_table
 from layersweep.metrics import score_shard
 from layersweep.precision import PRECISIONS, cpu_bf16_support, precision_model
 
@@ -145,7 +145,7 @@ def main(argv=None):
 
     att = cfg["attribution"]
     methods = att["methods"]
-    all_layers = parse_layers(att["layers"], len(model.features))
+    all_layers = site_table(model).resolve(att["layers"])
     n_layers = len(all_layers)
     per_crop = {}
     att_batch, n_base = (1, 2) if args.quick else (int(att["batch_size"]), int(att["n_baselines"]))
@@ -165,7 +165,6 @@ def main(argv=None):
     print("\n## projected wall time of each study on this device (one job at a time), per precision")
     print("(attribution: work per crop from layersweep/cost.py; scoring: forwards counted from the config; "
           f"seconds from this run's rates at {args.size} px, scaled by pixels; backward = {bwd_per_fwd:.2f} forwards)")
-    from layersweep.model import build_features
     from layersweep.studies import study_config
 
     studies = [Path(args.config)] + sorted((ROOT / "config" / "studies").glob("*.yaml"))
@@ -176,7 +175,7 @@ def main(argv=None):
         if not isinstance(study, dict) or "attribution" not in study or "data" not in study:
             continue
         arch = study.get("model", {}).get("arch", "vgg11"), study.get("model", {}).get("source", "torchvision")
-        s_layers = len(parse_layers(study["attribution"]["layers"], len(build_features(*arch))))
+        s_layers = len(arch_site_table(*arch).resolve(study["attribution"]["layers"]))
         scale = (int(study["data"]["crop_size"]) / args.size) ** 2  # forwards' cost grows with the pixels
         n, fw = scoring_forwards(study, s_layers)
         work = [cost.method_cost(m, study["attribution"], study).total for m in study["attribution"]["methods"]]
