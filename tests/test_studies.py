@@ -29,8 +29,11 @@ STUDY_MODULES = {"liftcam-voc": "liftcam_voc_", "liftcam-voc-pi1": "liftcam_voc_
                  "liftcam-imagenet-pi1": "liftcam_imagenet_pi1_", "liftcam-imagenet-pi10": "liftcam_imagenet_pi10_",
                  "liftcam-imagenet-pi100": "liftcam_imagenet_pi100_", "shapcam-imagenet": "shapcam_imagenet_",
                  "shapcam-imagenet-pointing-vgg16": "shapcam_imagenet_pointing_vgg16_",
+                 "shapcam-imagenet-pointing-resnet18": "shapcam_imagenet_pointing_resnet18_",
                  "refinecam-imagenet": "refinecam_imagenet_", "refinecam-shapes": "refinecam_shapes_",
-                 "refinecam-shapes-cpu": "refinecam_shapes_cpu_"}
+                 "refinecam-shapes-cpu": "refinecam_shapes_cpu_", "report-resnet18": "report_resnet18_",
+                 "report-resnet50": "report_resnet50_", "report-vit-b16": "report_vit_b16_",
+                 "report-swin-t": "report_swin_t_"}
 
 
 def _study_of(rule: str) -> str | None:
