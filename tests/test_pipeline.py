@@ -238,7 +238,7 @@ def test_layers_are_checked_against_the_arch(demo_run):
     work = demo_run["work"]
     cfg = with_config(work, "layer25", lambda c: c["attribution"].update(layers=[25]))
     proc = snakemake(work, "-n", "--configfile", cfg, check=False)
-    assert proc.returncode != 0 and "'attribution.layers' names layer 25, outside 0..20" in proc.stderr
+    assert proc.returncode != 0 and "'attribution.layers' names layer 25 (outside -1..20" in proc.stderr
 
     def vgg16_layer25(c):
         c["attribution"].update(layers=[25])
@@ -260,11 +260,12 @@ def test_method_layers_are_checked_before_anything_runs(demo_run):
 
     proc = snakemake(work, "-n", "--configfile", own_layers("scorecam", [20, 25]), check=False)
     assert proc.returncode != 0
-    assert "layersweep: config key 'attribution.options.scorecam.layers' names layer 25, outside 0..20." in proc.stderr
+    assert ("layersweep: config key 'attribution.options.scorecam.layers' names layer 25 (outside -1..20: the model "
+            "has 21 sites; -1 is the model input).") in proc.stderr
     proc = snakemake(work, "-n", "--configfile", own_layers("fullgrad", [3, 4]), check=False)
     assert proc.returncode != 0
     assert ("layersweep: config key 'attribution.options.fullgrad.layers' names layer 4 (features.4, a relu) for "
-            "method 'fullgrad', which is defined only at layers of kind conv or input;") in proc.stderr
+            "method 'fullgrad', which is defined only at layers of kind conv or batchnorm or input;") in proc.stderr
     assert "Job stats" not in proc.stdout + proc.stderr  # stopped before planning anything
 
 
