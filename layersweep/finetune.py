@@ -10,7 +10,6 @@ narrow classifier has no dropout and PyTorch's default Linear init (build_vgg).
 """
 from __future__ import annotations
 
-import copy
 import logging
 import time
 
@@ -22,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .errors import LayersweepError
+from .model import EarlyStopping, history_frame
 from .preprocess import TORCHVISION, Preprocessing, to_model_input
 
 
@@ -80,7 +80,7 @@ def finetune(model: nn.Module, train_crops, train_labels, val_crops, val_labels,
         p.requires_grad_(True)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     y_train = torch.as_tensor(np.array(train_labels), device=device).long()
-    best_loss, best_state, since_best, rows = float("inf"), None, 0, []
+    stopper, rows = EarlyStopping(patience), []
     for epoch in tqdm(range(1, max_epochs + 1), desc="fine-tune", disable=not progress):
         t0 = time.perf_counter()
         model.train()
@@ -101,15 +101,9 @@ def finetune(model: nn.Module, train_crops, train_labels, val_crops, val_labels,
         logging.getLogger("layersweep").info("epoch %d: train loss %.4f, val loss %.4f, val accuracy %.3f (%.0f s)",
                                              *[rows[-1][k] for k in ("epoch", "train_loss", "val_loss",
                                                                      "val_accuracy", "seconds")])
-        if val_loss < best_loss - 1e-7:
-            best_loss, best_state, since_best = val_loss, copy.deepcopy(model.state_dict()), 0
-        else:
-            since_best += 1
-            if since_best >= patience:
-                break
-    history = pd.DataFrame(rows)
-    history["best"] = history["val_loss"] == history["val_loss"].min()
-    return best_state, history
+        if stopper.step(val_loss, model):
+            break
+    return stopper.best_state, history_frame(rows)
 
 
 @torch.no_grad()

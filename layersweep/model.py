@@ -208,6 +208,28 @@ def frozen_features(model: nn.Module, crops: np.ndarray, train: str, *, batch_si
     return torch.cat(captured).cpu().numpy()
 
 
+class EarlyStopping:
+    """Early stopping on val loss: keeps a copy of the best state; `step` says whether to stop. Shared by the
+    head's training on cached features and the full fine-tuning (finetune.py)."""
+
+    def __init__(self, patience: int):
+        self.patience, self.best_loss, self.best_state, self.since_best = patience, float("inf"), None, 0
+
+    def step(self, val_loss: float, module: nn.Module) -> bool:
+        if val_loss < self.best_loss - 1e-7:
+            self.best_loss, self.best_state, self.since_best = val_loss, copy.deepcopy(module.state_dict()), 0
+        else:
+            self.since_best += 1
+        return self.since_best >= self.patience
+
+
+def history_frame(rows: list[dict]) -> pd.DataFrame:
+    """One row per epoch, `best` marking the epoch whose state was kept."""
+    history = pd.DataFrame(rows)
+    history["best"] = history["val_loss"] == history["val_loss"].min()
+    return history
+
+
 def train_on_features(part: nn.Module, feats_train, y_train, feats_val, y_val, *, lr: float, batch_size: int,
                       max_epochs: int, patience: int, seed: int, device, progress: bool = True):
     """Cross-entropy, Adam, early stopping on val loss; returns (best state dict, history DataFrame)."""
@@ -219,7 +241,7 @@ def train_on_features(part: nn.Module, feats_train, y_train, feats_val, y_val, *
     xv, yv = torch.tensor(feats_val, device=device), torch.tensor(y_val, device=device).long()
     opt = torch.optim.Adam(part.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
-    best_loss, best_state, since_best, rows = float("inf"), None, 0, []
+    stopper, rows = EarlyStopping(patience), []
     for epoch in tqdm(range(1, max_epochs + 1), desc="train", disable=not progress):
         t0 = time.perf_counter()
         part.train()
@@ -239,15 +261,9 @@ def train_on_features(part: nn.Module, feats_train, y_train, feats_val, y_val, *
             val_acc = (logits.argmax(1) == yv).float().mean().item()
         rows.append({"epoch": epoch, "train_loss": total.item() / len(xt), "val_loss": val_loss,
                      "val_accuracy": val_acc, "seconds": time.perf_counter() - t0})
-        if val_loss < best_loss - 1e-7:
-            best_loss, best_state, since_best = val_loss, copy.deepcopy(part.state_dict()), 0
-        else:
-            since_best += 1
-            if since_best >= patience:
-                break
-    history = pd.DataFrame(rows)
-    history["best"] = history["val_loss"] == history["val_loss"].min()
-    return best_state, history
+        if stopper.step(val_loss, part):
+            break
+    return stopper.best_state, history_frame(rows)
 
 
 @torch.no_grad()

@@ -171,9 +171,9 @@ def site_table(model: nn.Module) -> SiteTable:
     channel_axis = 1 if layout == "nchw" else -1
     sites = [Site(i, names.get(n.index, n.name), n.index, n.kind, shapes[n.index][channel_axis], alias_of.get(n.index),
                   layout) for i, n in enumerate(chosen)]
-    table = SiteTable(graph, sites, [p for p in blocks if any(s.alias == p for s in sites)] if blocks else [],
-                      [p for p in stages if any(s.alias == p for s in sites)] if stages else [])
-    # a path that is both a block and a stage (VGG) aliases one site: keep every path resolvable
+    table = SiteTable(graph, sites, [], [])
+    # a path that is both a block and a stage (VGG), or a stage ending in a block, names the site that first
+    # took it as its alias: keep every path resolvable
     for path in list(blocks) + list(stages):
         inside = [s for s in sites if _under(s.name, (path,))]
         if inside:
