@@ -1,29 +1,25 @@
-"""What an attribution run will cost, before it runs.
+"""What an attribution study will cost, before it runs: the network's facts, the seconds of a forward, a
+backward and an SVD, and the cost table of the `cost` rule (results/cost.tsv).
 
-Unit: full-network equivalents per crop. `Work(forwards, backwards)`: a forward of the network after layer l
-counts its tail share (MACs after l / all MACs), a full forward counts 1; a backward from the logits down to
-layer l counts the tail share of l in units of one full backward. Work done outside the network is counted
-apart: `Work.svds`, the reduced SVDs of (H*W, C) matrices that the Eigen CAMs run on the CPU (numpy, one per
-crop and layer), whose time depends on the shape, not on the network's MACs.
+The work itself (full-network equivalents per crop, `Work`, and what each method does per layer) is counted
+by layersweep.attribution.work; this module reads the facts it needs from the model and turns work into time.
 
 - `network_facts(model, crop_size, layers)` reads the site facts from the model's traced graph by shape
   propagation on the meta device (no weights, no compute): C, H x W, MACs and tail share of every site
   (the tail of a site is the graph nodes computed from it), its layer group (perturb.layer_groups: a node and
   the ReLU / MaxPool that are the only consumers after it), and which configured sites reuse the
   perturbations of an earlier configured site of their group.
-- A method's cost = its pass's cost (`pass_work`: the shared forward / backward every shard pays per crop)
-  plus the sum over its layers of `method.cost(facts, options)` (the registry's `cost` field; a method that
-  declares none gets its pass kind's default, `DEFAULT_LAYER_COST`).
+- `method_cost` adds up one method's work over its configured layers: its pass (`work.pass_work`) plus its
+  per-layer work (`work.method_layer_cost`); `metric_work` the work of a metric on one method's maps.
 - `measure_seconds` times a few forwards and backwards of the model on the device, per crop, at the crop
   size; `measure_svd_seconds` times one SVD of each (H*W, C) shape as the Eigen methods run it (numpy, one
   BLAS thread, crops in parallel); `Seconds.of(work)` turns work into seconds. `ASSUMED_GMAC_PER_S` and
-  `ASSUMED_SVD_GFLOP_PER_S` stand in for a measurement where none can be made (the rules' SLURM `runtime`,
-  planned before any job runs).
+  `ASSUMED_SVD_GFLOP_PER_S` stand in for a measurement where none can be made (`assumed_seconds`: the rules'
+  SLURM `runtime`, planned before any job runs; layersweep.sizing).
 """
 from __future__ import annotations
 
 import functools
-import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -31,6 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .attribution.work import ZERO, LayerFacts, Work, method_layer_cost, pass_work, svd_flops
 from .errors import LayersweepError
 
 # Throughput assumed for resource requests: 2-core CPU measured here (VGG11 at 224 px, batch 4: see docs/cost.md);
@@ -41,53 +38,6 @@ ASSUMED_BACKWARD_PER_FORWARD = 2.0  # a backward to the activations ~ twice a fo
 # (H*W, C) shapes of VGG11 at 64-224 px that take over 10 ms (2-core CPU of docs/benchmarks.md); assumed at the low
 # end so that a SLURM job is not killed for time
 ASSUMED_SVD_GFLOP_PER_S = 4.0
-BYTES_PER_FLOAT = 4
-
-
-@dataclass(frozen=True)
-class Work:
-    """Full-network forward and backward equivalents (per crop unless said otherwise), and the CPU SVDs."""
-    forwards: float = 0.0
-    backwards: float = 0.0
-    # ((rows, cols), count) pairs, sorted: `count` reduced SVDs of a (rows, cols) = (H*W, C) matrix
-    svds: tuple = ()
-
-    def __add__(self, other: "Work") -> "Work":
-        counts = dict(self.svds)
-        for shape, n in other.svds:
-            counts[shape] = counts.get(shape, 0) + n
-        return Work(self.forwards + other.forwards, self.backwards + other.backwards, tuple(sorted(counts.items())))
-
-    def __mul__(self, k: float) -> "Work":
-        return Work(self.forwards * k, self.backwards * k, tuple((shape, n * k) for shape, n in self.svds))
-
-    @property
-    def n_svds(self) -> float:
-        return float(sum(n for _, n in self.svds))
-
-    __rmul__ = __mul__
-
-
-ZERO = Work()
-
-
-@dataclass(frozen=True)
-class LayerFacts:
-    index: int              # site index (on a VGG: position in model.features)
-    name: str               # site name (features.{index} on a VGG)
-    kind: str               # node kind: conv | relu | maxpool | batchnorm | add | ...
-    channels: int           # C of the layer's output
-    height: int
-    width: int
-    macs: int               # multiply-accumulates of this op, per crop
-    tail_share: float       # MACs after this site (of the nodes computed from it) / MACs of the whole network
-    group: int              # site index of the node that opens this site's layer group (-1: the input)
-    shares_channels: bool   # a configured site before it in its group already ran the channel perturbations
-    tail_from: float = 1.0  # MACs of this site's node and the nodes computed from it / all MACs
-
-    @property
-    def positions(self) -> int:
-        return self.height * self.width
 
 
 @dataclass(frozen=True)
@@ -180,119 +130,6 @@ def config_facts(config: dict, layers=None) -> NetworkFacts:
     arch = config.get("model", {}).get("arch", "vgg11")
     key = None if layers is None else tuple(sorted(int(l) for l in layers))
     return _arch_facts(arch, N_CLASSES, int(config["data"]["crop_size"]), key)
-
-
-# ------------------------------------------------------------------------------- per-layer costs
-
-def no_layer_cost(facts: LayerFacts, options: dict) -> Work:
-    """The shared pass already gives every layer (a gradient or DeepLift map per layer costs ~nothing)."""
-    return ZERO
-
-
-def grouped_deeplift_backward(facts: LayerFacts, options: dict) -> Work:
-    """Zero-reference DeepLift (LIFT-CAM): one backward per conv group, for the input and the reference
-    halves, down to the group's first configured layer."""
-    return ZERO if facts.shares_channels else Work(backwards=2 * facts.tail_share)
-
-
-def tail_per_channel(facts: LayerFacts, options: dict) -> Work:
-    """One tail forward per channel (AblationCAM), shared by the layers of a group."""
-    return ZERO if facts.shares_channels else Work(forwards=facts.channels * facts.tail_share)
-
-
-def tail_per_channel_ordering(facts: LayerFacts, options: dict) -> Work:
-    """SHAP-CAM|Pi|: `orderings` x C prefix coalitions + the empty one, shared by the layers of a group."""
-    if facts.shares_channels:
-        return ZERO
-    return Work(forwards=(_count(options, "orderings") * facts.channels + 1) * facts.tail_share)
-
-
-def tail_per_position_permutation(facts: LayerFacts, options: dict) -> Work:
-    """Shap-CAM: `permutations` x H*W prefix coalitions + the empty one, from the layer itself. Every layer plays
-    its own game (the engine keys its orderings by layer: under `absent: mean` a conv's and its ReLU's games
-    differ), so nothing is shared within a group, unlike a count that shares a conv's and its ReLU's game (80,359·K; docs/cost.md)."""
-    return Work(forwards=(_count(options, "permutations") * facts.positions + 1) * facts.tail_share)
-
-
-def full_per_channel(facts: LayerFacts, options: dict) -> Work:
-    """ScoreCAM: one full forward per channel's masked input (no sharing: each layer has its own masks)."""
-    return Work(forwards=float(facts.channels))
-
-
-def svd_of_layer(facts: LayerFacts, options: dict) -> Work:
-    """The Eigen CAMs (EigenCAM, EigenGradCAM, SegEigenCAM): one reduced SVD of the layer's (H*W, C) matrix per
-    crop, on the CPU (numpy, for the library's sign), beyond the shared pass."""
-    return Work(svds=(((facts.positions, facts.channels), 1),))
-
-
-def svd_flops(rows: int, cols: int) -> float:
-    """Flops of a reduced SVD computing U_1, S and V of a (rows, cols) matrix (Golub & Van Loan, table 8.6.1,
-    R-SVD: 6 m n^2 + 20 n^3 with m >= n); a wide matrix is its transpose's."""
-    m, n = max(rows, cols), min(rows, cols)
-    return 6.0 * m * n * n + 20.0 * n ** 3
-
-
-def _count(options: dict, key: str) -> int:
-    if key not in options:
-        raise LayersweepError(f"the cost model needs the option '{key}' of this method "
-                              f"(config key 'attribution.options.<method>.{key}').")
-    return int(options[key])
-
-
-# A method that declares no `cost` gets its pass kind's: gradient and DeepLift maps come with the shared pass;
-# a perturbation method is assumed to run one tail forward per channel of each group (say so in its file).
-DEFAULT_LAYER_COST = {
-    "gradient": no_layer_cost,
-    "deeplift": no_layer_cost,
-    "deeplift0": grouped_deeplift_backward,
-    "perturb": tail_per_channel,
-}
-
-
-# The issue's perturbation methods, for as long as their files declare no `cost=` (they were written in
-# parallel with this model): the formulas of docs/cost.md. A method file's own `cost` always wins.
-ISSUE_METHOD_COSTS = {
-    "ablationcam": tail_per_channel,
-    "shapcam_pi": tail_per_channel_ordering,
-    "shapcam": tail_per_position_permutation,
-    "scorecam": full_per_channel,
-    "liftcam": grouped_deeplift_backward,
-}
-
-
-def method_layer_cost(method):
-    fn = getattr(method, "cost", None)
-    if fn is not None:
-        return fn
-    if method.name in ISSUE_METHOD_COSTS:
-        return ISSUE_METHOD_COSTS[method.name]
-    if method.pass_kind not in DEFAULT_LAYER_COST:
-        raise LayersweepError(f"method {method.name!r} (pass {method.pass_kind!r}) declares no cost and its pass "
-                              "kind has no default; add `cost=` to its register call.")
-    return DEFAULT_LAYER_COST[method.pass_kind]
-
-
-def gradient_backwards(method, n_classes: int) -> int:
-    """Backwards of the gradient pass for this method alone (passes.gradient_pass): one if it takes the
-    gradients, K more (one per class) if it takes the Hessian terms, none for activations-only methods."""
-    from .attribution.passes import CLASS_TERMS, pass_arg_names
-
-    args = pass_arg_names(method.fn)
-    return int("grads" in args) + (n_classes if set(args) & set(CLASS_TERMS) else 0)
-
-
-def pass_work(method, facts: NetworkFacts, layers, attribution: dict) -> Work:
-    """The work every crop pays once for its method's pass, whatever the number of layers."""
-    pass_kind = method.pass_kind
-    lowest = min(layers)
-    down = facts.tail_before(lowest) if lowest >= 0 else 1.0
-    if pass_kind == "gradient":  # one forward, its backwards down to the lowest layer
-        return Work(forwards=1.0, backwards=gradient_backwards(method, facts.n_classes) * down)
-    if pass_kind == "deeplift":  # the crop, its baselines (forwarded once per batch if they fit), K backwards
-        k, batch, pairs = attribution["n_baselines"], attribution["batch_size"], attribution["max_pairs"]
-        baseline_forwards = k / batch if k <= pairs else float(k)
-        return Work(forwards=1.0 + baseline_forwards, backwards=k * down)
-    return Work(forwards=1.0)  # deeplift0, perturb, others: the shared forward; the rest is per layer
 
 
 # ------------------------------------------------------------------------------------------ seconds
@@ -409,89 +246,42 @@ class MethodCost:
         return out
 
 
-def method_options(method, attribution: dict) -> dict:
-    """The method's option defaults (registry) overlaid with `attribution.options.<method>`."""
-    opts = {k: getattr(v, "default", v) for k, v in (getattr(method, "options", None) or {}).items()}
-    opts.update((attribution.get("options") or {}).get(method.name, {}) or {})
-    return opts
-
-
 def method_layers(method, attribution: dict, config: dict) -> list[int]:
     """The site indices `method` runs at (its own `layers` option, else attribution.layers)."""
     from .attribution.sites import arch_site_table
+    from .config import method_layers_key
 
-    opts = (attribution.get("options") or {}).get(method.name, {}) or {}
-    key = f"attribution.options.{method.name}.layers" if "layers" in opts else "attribution.layers"
+    key, value = method_layers_key(attribution, method.name)
     model = config.get("model", {})
-    table = arch_site_table(model.get("arch", "vgg11"), model.get("source", "torchvision"))
-    return table.resolve(opts.get("layers", attribution["layers"]), key=key)
+    return arch_site_table(model.get("arch", "vgg11"), model.get("source", "torchvision")).resolve(value, key=key)
 
 
 def method_cost(method, attribution: dict, config: dict) -> MethodCost:
     """Per-crop cost of one method over its configured layers."""
-    from .attribution.registry import get_method
+    from .attribution.registry import get_method, method_options
 
     method = get_method(method) if isinstance(method, str) else method
     layers = method_layers(method, attribution, config)
     facts = config_facts(config, layers)
-    options = method_options(method, attribution)
+    options = method_options(method.name, (attribution.get("options") or {}).get(method.name))
     fn = method_layer_cost(method)
     per_layer = {l: fn(facts.layer(l), options) for l in layers}
     return MethodCost(method.name, method.pass_kind, pass_work(method, facts, layers, attribution), per_layer)
 
 
-# --------------------------------------------------------------------------------------- resources
-
-def attribution_memory_mb(method, config: dict) -> int:
-    """Peak memory of one attribution job: the model's parameters plus the rows a pass holds at once.
-
-    gradient: `batch_size` crops with activations and gradients (~3 floats per activation);
-    deeplift(0): `max_pairs` (crop, baseline) pairs with deltas and multipliers (~3 per activation);
-    perturb: `perturb_batch` (else `batch_size`) rows of activations without gradients (~2 per activation).
-    """
-    from .attribution.registry import get_method
-
-    method = get_method(method) if isinstance(method, str) else method
-    attribution = config["attribution"]
-    facts = config_facts(config)
-    act_mb = facts.activation_floats * BYTES_PER_FLOAT / 1e6
-    if method.pass_kind == "gradient":
-        rows, per_row = attribution["batch_size"], 3 * act_mb
-    elif method.pass_kind in ("deeplift", "deeplift0"):
-        rows, per_row = attribution["max_pairs"], 3 * act_mb
-    else:
-        rows, per_row = attribution.get("perturb_batch", attribution["batch_size"]), 2 * act_mb
-    params_mb = facts.parameters * BYTES_PER_FLOAT / 1e6
-    return int(math.ceil(1000 + params_mb + rows * per_row))
-
-
-def attribution_runtime_min(method, config: dict, n_crops: int) -> int:
-    """SLURM minutes for `n_crops` crops of one method: twice the forecast at the assumed throughput plus
-    10 minutes of start-up (loading the model, the shard, writing)."""
-    cost = method_cost(method, config["attribution"], config)
-    seconds = assumed_seconds(config_facts(config), config.get("device", "cpu")).of(cost.total)
-    return int(math.ceil(10 + 2 * n_crops * seconds / 60))
-
-
-def added_metric_work(metric: str, options: dict, method, config: dict) -> Work:
-    """Per-crop work of an added metric on one method's maps: its forwards per map times the method's layers,
-    plus its attribution passes per crop, each costing the method's whole pass (every layer at once)."""
+def metric_work(metric: str, options: dict, method, config: dict) -> Work:
+    """Per-crop work of a metric on one method's maps (the metric registry's `cost(options, n_layers)`): its
+    forwards per map times the method's layers, plus its attribution passes per crop, each costing the method's
+    whole pass (every layer at once). A metric that declares no cost counts nothing."""
     from .metrics.registry import get_metric
 
     m = get_metric(metric)
     if m.cost is None:
         return ZERO
     mc = method_cost(method, config["attribution"], config)
-    c = m.cost(options, len(mc.per_layer))  # the registry's contract: cost(options, n_layers)
+    c = m.cost(options, len(mc.per_layer))
     forwards = c.get("forwards_per_map", 0.0) * len(mc.per_layer)
     return Work(forwards, 0.0) + c.get("attribution_passes_per_crop", 0.0) * mc.total
-
-
-def added_metric_minutes(metric: str, options: dict, method, config: dict, n_crops: int) -> int:
-    """SLURM minutes of one added-metric shard, as `attribution_runtime_min`."""
-    seconds = assumed_seconds(config_facts(config), config.get("device", "cpu")).of(
-        added_metric_work(metric, options, method, config))
-    return int(math.ceil(10 + 2 * n_crops * seconds / 60))
 
 
 # ------------------------------------------------------------------------------------- the cost table
@@ -502,7 +292,7 @@ COST_COLUMNS = ("method", "pass_kind", "layer", "name", "forwards", "backwards",
 
 def cost_table(methods, config: dict, n_crops: int, seconds: Seconds, metrics: dict | None = None):
     """Per method: one row for its pass ('pass'), one per layer, one 'total'; work and seconds per crop, and
-    over the `n_crops` crops of the study. `metrics` ({added metric: its options}, config metrics.compute): one
+    over the `n_crops` crops of the study. `metrics` ({metric: its options}, config metrics.compute): one
     more 'total' row per (method, metric), pass_kind 'metric <name>', for the metric's scoring work."""
     import pandas as pd
 
@@ -521,7 +311,7 @@ def cost_table(methods, config: dict, n_crops: int, seconds: Seconds, metrics: d
                              total_seconds=per_crop * n_crops, total_hours=per_crop * n_crops / 3600))
     for metric, options in (metrics or {}).items():  # rows "metric <name>": scoring work on each method's maps
         for name in methods:
-            work = added_metric_work(metric, options, name, config)
+            work = metric_work(metric, options, name, config)
             per_crop = seconds.of(work)
             rows.append(dict(method=name, pass_kind=f"metric {metric}", layer="total", name=f"metric {metric}",
                              forwards=work.forwards, backwards=work.backwards, svds=work.n_svds,

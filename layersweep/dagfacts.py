@@ -126,11 +126,11 @@ def compute_facts(config: dict, environ=None) -> WorkflowFacts:
     from .attribution import available_methods
     from .attribution.registry import method_options as resolve_method_options
     from .config import check_method_layers
-    from .cost import added_metric_minutes, attribution_memory_mb, attribution_runtime_min
     from .device import gpu_request
     from .metrics.registry import check_compute, configured_options, get_metric
     from .attribution.sites import arch_site_table
     from .model import check_arch, check_input_size, checkpoint_key, needs_head_training
+    from .sizing import attribution_memory_mb, attribution_runtime_min, metric_runtime_min
 
     data, model, attribution, metrics = config["data"], config["model"], config["attribution"], config["metrics"]
     known = available_methods()
@@ -177,6 +177,6 @@ def compute_facts(config: dict, environ=None) -> WorkflowFacts:
         # the cost rule and fig2 size themselves as a DeepLiftShap job
         attribution_mem_mb={m: attribution_memory_mb(m, config) for m in dict.fromkeys([*methods, "deepliftshap"])},
         attribution_runtime_min={m: attribution_runtime_min(m, config, shard) for m in methods},
-        metric_runtime_min={(x, m): added_metric_minutes(x, metric_options[x], m, config, shard)
+        metric_runtime_min={(x, m): metric_runtime_min(x, metric_options[x], m, config, shard)
                             for x in compute for m in methods},
     )

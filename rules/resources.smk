@@ -14,7 +14,7 @@ def grows(base):
 
 
 def attribution_mem_mb(wildcards, attempt):
-    # the cost model: the model's parameters plus the rows the method's pass holds at once (layersweep.cost);
+    # the model's parameters plus the rows the method's pass holds at once (layersweep.sizing);
     # the cost rule and fig2 have no method wildcard and are sized as a DeepLiftShap job
     return FACTS.attribution_mem_mb[getattr(wildcards, "method", "deepliftshap")] * attempt
 

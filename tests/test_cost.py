@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from layersweep import cost
-from layersweep.attribution import attribute_layers
+from layersweep import cost, sizing
+from layersweep.attribution import attribute_layers, work
 from layersweep.attribution.graph import Graph
 from layersweep.attribution.registry import get_method
 from layersweep.errors import LayersweepError
@@ -59,43 +59,43 @@ def test_vgg11_layer_facts_match_the_methods_table(vgg11):
 
 def _total(fn, facts, options=None, layers=None):
     layers = range(len(facts.layers)) if layers is None else layers
-    return sum((fn(facts.layer(l), options or {}) for l in layers), cost.ZERO)
+    return sum((fn(facts.layer(l), options or {}) for l in layers), work.ZERO)
 
 
 def test_perturbation_costs_match_the_methods_table(vgg11):
     """METHODS.md §6, per image over the 21 layers, in forward equivalents."""
     # AblationCAM: 806 grouped (2,752 tail evaluations), 1,993 if every layer ran its own
-    assert round(_total(cost.tail_per_channel, vgg11).forwards) == 806
+    assert round(_total(work.tail_per_channel, vgg11).forwards) == 806
     alone = [cost.config_facts(CONFIG, [l]).layer(l) for l in range(21)]
-    assert round(sum(cost.tail_per_channel(f, {}).forwards for f in alone)) == 1993
+    assert round(sum(work.tail_per_channel(f, {}).forwards for f in alone)) == 1993
     # SHAP-CAM|Π|: 806·|Π| plus the 8 groups' empty coalitions
     groups = {f.group for f in vgg11.layers}
     for n in (1, 10):
-        got = _total(cost.tail_per_channel_ordering, vgg11, {"orderings": n}).forwards
+        got = _total(work.tail_per_channel_ordering, vgg11, {"orderings": n}).forwards
         assert got == pytest.approx(n * 806.1 + sum(vgg11.layer(g).tail_share for g in groups), rel=2e-4)
     # Shap-CAM: every layer plays its own game (the engine shares nothing within a group, unlike METHODS.md's
     # 80,359·K), so K x the table's HW x tail column: 145,173·K; layers 15-20 only: 27 + 15 + 15 + 3.1 + 3.1 +
     # 0.8 = 64.0·K (METHODS.md's 45.8·K shares the conv/ReLU pairs)
     k = 3
-    got = _total(cost.tail_per_position_permutation, vgg11, {"permutations": k}).forwards
+    got = _total(work.tail_per_position_permutation, vgg11, {"permutations": k}).forwards
     assert got / k == pytest.approx(145173, rel=2e-4)
     top = cost.config_facts(CONFIG, range(15, 21))
-    got = _total(cost.tail_per_position_permutation, top, {"permutations": 100}, range(15, 21)).forwards
+    got = _total(work.tail_per_position_permutation, top, {"permutations": 100}, range(15, 21)).forwards
     assert got / 100 == pytest.approx(64.0, abs=0.2)  # the table's rounded entries
     # ScoreCAM: 6,976 full forwards
-    assert _total(cost.full_per_channel, vgg11).forwards == 6976
+    assert _total(work.full_per_channel, vgg11).forwards == 6976
     # LIFT-CAM: 8 grouped backwards, tail shares summing to 3.71, for both halves
-    assert _total(cost.grouped_deeplift_backward, vgg11).backwards == pytest.approx(2 * 3.71, abs=0.01)
+    assert _total(work.grouped_deeplift_backward, vgg11).backwards == pytest.approx(2 * 3.71, abs=0.01)
 
 
 def test_gradient_and_deeplift_method_costs():
     grad = cost.method_cost("gradcampp", CONFIG["attribution"], CONFIG)
-    assert grad.total == cost.Work(forwards=1.0, backwards=1.0)  # backward down to features.0
+    assert grad.total == work.Work(forwards=1.0, backwards=1.0)  # backward down to features.0
     top = dict(CONFIG["attribution"], layers=[18, 20])
     grad = cost.method_cost("gradcampp", top, CONFIG)
     assert grad.total.backwards == pytest.approx(0.077, abs=5e-4)  # down to features.18: the tail after 17
     dls = cost.method_cost("deepliftshap", CONFIG["attribution"], CONFIG)
-    assert dls.total == cost.Work(forwards=1 + 8 / 16, backwards=8.0)
+    assert dls.total == work.Work(forwards=1 + 8 / 16, backwards=8.0)
     # a method of the activations alone runs no backward; EigenCAM adds one CPU SVD per layer
     eigen = cost.method_cost("eigencam", CONFIG["attribution"], CONFIG).total
     assert (eigen.forwards, eigen.backwards, eigen.n_svds) == (1.0, 0.0, 21)
@@ -108,14 +108,14 @@ def test_missing_cost_gets_the_pass_default_and_a_missing_option_is_one_sentence
         pass_kind: str = "perturb"
         cost: object = None
 
-    assert cost.method_layer_cost(Fake()) is cost.tail_per_channel
-    assert cost.method_layer_cost(Fake(name="scorecam")) is cost.full_per_channel  # METHODS.md §6 until declared
-    assert cost.method_layer_cost(Fake(name="scorecam", cost=cost.no_layer_cost)) is cost.no_layer_cost
-    assert cost.method_layer_cost(get_method("gradcam")) is cost.no_layer_cost
+    assert work.method_layer_cost(Fake()) is work.tail_per_channel
+    assert work.method_layer_cost(get_method("scorecam")) is work.full_per_channel  # declared in its file
+    assert work.method_layer_cost(Fake(name="scorecam", cost=work.no_layer_cost)) is work.no_layer_cost
+    assert work.method_layer_cost(get_method("gradcam")) is work.no_layer_cost
     with pytest.raises(LayersweepError, match="no cost"):
-        cost.method_layer_cost(Fake(pass_kind="unheard"))
+        work.method_layer_cost(Fake(pass_kind="unheard"))
     with pytest.raises(LayersweepError, match="'attribution.options.<method>.orderings'"):
-        cost.tail_per_channel_ordering(vgg11.layer(0), {})
+        work.tail_per_channel_ordering(vgg11.layer(0), {})
 
 
 class SmallVGG(nn.Module):
@@ -156,7 +156,7 @@ def test_pass_forwards_equal_the_counted_forwards(monkeypatch, method, n_baselin
                      baselines=b if n_baselines else None, max_pairs=max_pairs)
     counted = sum(ran) / facts.total_macs / n_crops
     attribution = {"n_baselines": n_baselines, "batch_size": n_crops, "max_pairs": max_pairs}
-    predicted = cost.pass_work(get_method(method), facts, layers, attribution)
+    predicted = work.pass_work(get_method(method), facts, layers, attribution)
     assert counted == pytest.approx(predicted.forwards, rel=1e-12)
 
 
@@ -164,16 +164,16 @@ def test_measured_seconds_turn_work_into_time():
     model = SmallVGG().eval()
     s = cost.measure_seconds(model, 16, "cpu", batch=2, repeats=2)
     assert s.forward > 0 and s.backward > 0
-    assert s.of(cost.Work(3, 2)) == pytest.approx(3 * s.forward + 2 * s.backward)
+    assert s.of(work.Work(3, 2)) == pytest.approx(3 * s.forward + 2 * s.backward)
 
 
 def test_resources_scale_with_the_method():
     cfg = dict(CONFIG, attribution=dict(CONFIG["attribution"], methods=["gradcampp", "deepliftshap"]))
-    grad, dls = (cost.attribution_runtime_min(m, cfg, 64) for m in ("gradcampp", "deepliftshap"))
+    grad, dls = (sizing.attribution_runtime_min(m, cfg, 64) for m in ("gradcampp", "deepliftshap"))
     fwd = cost.assumed_seconds(cost.config_facts(cfg), "cpu").forward
     assert grad == math.ceil(10 + 2 * 64 * 3 * fwd / 60)  # 1 forward + 1 backward (= 2 forwards)
     assert dls == math.ceil(10 + 2 * 64 * (1.5 + 16) * fwd / 60)
-    mem = {m: cost.attribution_memory_mb(m, cfg) for m in ("gradcampp", "deepliftshap")}
+    mem = {m: sizing.attribution_memory_mb(m, cfg) for m in ("gradcampp", "deepliftshap")}
     act_mb = cost.config_facts(cfg).activation_floats * 4 / 1e6
     assert mem["deepliftshap"] - mem["gradcampp"] == pytest.approx(3 * act_mb * (64 - 16), abs=1)
 
@@ -203,7 +203,7 @@ def test_batchnorm_archs_have_facts_and_the_same_conv_work():
     assert bn.total_macs == plain.total_macs
 
 
-def test_added_metric_cost_counts_forwards_per_map_and_attribution_passes():
+def test_metric_cost_counts_forwards_per_map_and_attribution_passes():
     from layersweep.metrics import registry
 
     registry.register("testcost", columns={"tc": "lower"}, rescaled=False, score=lambda ctx: {}, reference="",
@@ -213,13 +213,13 @@ def test_added_metric_cost_counts_forwards_per_map_and_attribution_passes():
     try:
         config = dict(CONFIG, attribution=dict(CONFIG["attribution"], layers=[0, 5, 20], options={}))
         gradcampp = cost.method_cost("gradcampp", config["attribution"], config).total
-        work = cost.added_metric_work("testcost", {"k": 4}, "gradcampp", config)
-        assert work.forwards == pytest.approx(8 * 3 + 3 * gradcampp.forwards)  # 8 forwards x 3 maps + 3 passes (one per layer)
-        assert work.backwards == pytest.approx(3 * gradcampp.backwards)
+        scoring = cost.metric_work("testcost", {"k": 4}, "gradcampp", config)
+        assert scoring.forwards == pytest.approx(8 * 3 + 3 * gradcampp.forwards)  # 8 forwards x 3 maps + 3 passes (one per layer)
+        assert scoring.backwards == pytest.approx(3 * gradcampp.backwards)
         table = cost.cost_table(["gradcampp"], config, 10, cost.Seconds(0.5, 1.0, "test"),
                                 metrics={"testcost": {"k": 4}})
         row = table[table["pass_kind"] == "metric testcost"].iloc[0]
-        assert row["total_seconds"] == pytest.approx(10 * (0.5 * work.forwards + 1.0 * work.backwards))
+        assert row["total_seconds"] == pytest.approx(10 * (0.5 * scoring.forwards + 1.0 * scoring.backwards))
     finally:
         registry._REGISTRY.pop("testcost")
 
@@ -233,20 +233,20 @@ def test_eigen_methods_count_one_svd_of_each_layer(vgg11):
     for method in ("gradcam", "deepliftshap", "ablationcam", "shapcam"):
         assert cost.method_cost(method, CONFIG["attribution"], CONFIG).total.svds == ()
     # work adds and scales SVD counts per shape
-    w = cost.Work(1, 0, (((4, 2), 1),)) + cost.Work(0, 1, (((4, 2), 2), ((9, 3), 1)))
-    assert w == cost.Work(1, 1, (((4, 2), 3), ((9, 3), 1))) and (w * 2).svds == (((4, 2), 6), ((9, 3), 2))
+    w = work.Work(1, 0, (((4, 2), 1),)) + work.Work(0, 1, (((4, 2), 2), ((9, 3), 1)))
+    assert w == work.Work(1, 1, (((4, 2), 3), ((9, 3), 1))) and (w * 2).svds == (((4, 2), 6), ((9, 3), 2))
 
 
 def test_seconds_price_the_svds_measured_or_by_their_flops():
     s = cost.Seconds(forward=0.1, backward=0.2, svd={(100, 10): 0.05})
-    work = cost.Work(2, 1, (((100, 10), 3), ((50, 20), 2)))
+    svds = work.Work(2, 1, (((100, 10), 3), ((50, 20), 2)))
     unmeasured = (6 * 50 * 20 ** 2 + 20 * 20 ** 3) / (cost.ASSUMED_SVD_GFLOP_PER_S * 1e9)
-    assert cost.svd_flops(50, 20) == cost.svd_flops(20, 50) == 6 * 50 * 20 ** 2 + 20 * 20 ** 3
-    assert s.of(work) == pytest.approx(2 * 0.1 + 0.2 + 3 * 0.05 + 2 * unmeasured, rel=1e-12)
+    assert work.svd_flops(50, 20) == work.svd_flops(20, 50) == 6 * 50 * 20 ** 2 + 20 * 20 ** 3
+    assert s.of(svds) == pytest.approx(2 * 0.1 + 0.2 + 3 * 0.05 + 2 * unmeasured, rel=1e-12)
     # the SLURM runtime counts them too
     cfg = dict(CONFIG, attribution=dict(CONFIG["attribution"], layers=[0, 1]))
-    grad, eigen = (cost.attribution_runtime_min(m, cfg, 64) for m in ("gradcam", "eigencam"))
-    svd_s = 2 * cost.svd_flops(224 * 224, 64) / (cost.ASSUMED_SVD_GFLOP_PER_S * 1e9)
+    grad, eigen = (sizing.attribution_runtime_min(m, cfg, 64) for m in ("gradcam", "eigencam"))
+    svd_s = 2 * work.svd_flops(224 * 224, 64) / (cost.ASSUMED_SVD_GFLOP_PER_S * 1e9)
     fwd = cost.assumed_seconds(cost.config_facts(cfg), "cpu").forward
     assert eigen == math.ceil(10 + 2 * 64 * (fwd + svd_s) / 60) and eigen > grad
 
@@ -300,5 +300,21 @@ def test_svds_forecast_equal_the_svds_the_engine_runs(monkeypatch, method):
     monkeypatch.setattr(_cam.np.linalg, "svd", counting)
     attribute_layers(model, torch.randn(n_crops, 3, size, size), torch.tensor([0, 2, 1]), methods=[method],
                      layers=layers)
-    predicted = sum((get_method(method).cost(facts.layer(l), {}) for l in layers), cost.ZERO) * n_crops
+    predicted = sum((get_method(method).cost(facts.layer(l), {}) for l in layers), work.ZERO) * n_crops
     assert dict(predicted.svds) == ran == {(144, 4): 3, (36, 4): 3, (36, 6): 3, (9, 5): 3}  # 3 crops x 4 layers
+
+
+def test_the_attribution_package_does_not_import_the_cost_model():
+    """The work the methods declare lives beside them (attribution/work.py): no arrow points up to cost.py."""
+    import ast
+    from pathlib import Path
+
+    for path in (Path(cost.__file__).parent / "attribution").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [f"{node.module or ''}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            assert not any("cost" in n.split(".") for n in names), (path, names)

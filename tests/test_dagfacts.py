@@ -62,7 +62,7 @@ def test_cached_facts_equal_a_fresh_computation_and_are_read_without_torch(tmp_p
 
 
 def test_the_facts_are_what_the_registries_and_the_cost_model_say():
-    from layersweep.cost import attribution_memory_mb, attribution_runtime_min
+    from layersweep.sizing import attribution_memory_mb, attribution_runtime_min
     from layersweep.metrics.registry import get_metric
 
     cfg = demo_config(metrics={"compute": ["core", "add"]}, device="auto")

@@ -43,15 +43,15 @@ def test_sanity_maps_are_what_they_say():
 
 
 def test_the_cost_model_prices_them():
-    from layersweep import cost
+    from layersweep.attribution import work
 
     for name in ("allones", "half", "uniformnoise"):
-        assert cost.method_layer_cost(get_method(name)) is cost.no_layer_cost
+        assert work.method_layer_cost(get_method(name)) is work.no_layer_cost
     refine = get_method("refinecam")
-    fn = cost.method_layer_cost(refine)
+    fn = work.method_layer_cost(refine)
 
     class Facts:
         channels = 64
 
-    assert fn(Facts(), {"base": "gradcampp", "mixer": "product"}) == cost.ZERO
-    assert fn(Facts(), {"base": "scorecam", "mixer": "product"}) == cost.Work(forwards=64.0)
+    assert fn(Facts(), {"base": "gradcampp", "mixer": "product"}) == work.ZERO
+    assert fn(Facts(), {"base": "scorecam", "mixer": "product"}) == work.Work(forwards=64.0)

@@ -57,8 +57,8 @@ class Method:
     # gradient pass: u(logits (B, K), targets (B,)) -> (B,), the per-image utility whose gradient seeds the
     # backward (ReST, FinerCAM's weighted target); None = the target logit
     utility: Callable | None = None
-    # cost(facts: cost.LayerFacts, options: dict) -> cost.Work: full-network forward/backward equivalents per
-    # crop at one layer, beyond the shared pass. None: the pass kind's default (cost.DEFAULT_LAYER_COST).
+    # cost(facts: work.LayerFacts, options: dict) -> work.Work: full-network forward/backward equivalents per
+    # crop at one layer, beyond the shared pass. None: the pass kind's default (work.DEFAULT_LAYER_COST).
     cost: Callable | None = None
     # option name -> default (config `attribution.options.<method>.<option>`); checks: name -> fn(value) -> bool
     options: dict = field(default_factory=dict)
@@ -91,8 +91,8 @@ def register(name: str, pass_kind: str, reference: str = "", *, layer_kinds=None
              utility: Callable | None = None, cost: Callable | None = None, options: dict | None = None):
     """Decorator: `@register("gradcampp", "gradient", "pytorch_grad_cam.GradCAMPlusPlus", weights=True)`.
 
-    `cost`: the method's work per crop at one layer (see layersweep.cost); perturbation methods declare it,
-    e.g. `cost=cost.tail_per_channel`.
+    `cost`: the method's work per crop at one layer (see layersweep.attribution.work); perturbation methods
+    declare it, e.g. `cost=work.tail_per_channel`.
     `options`: {name: Option(default, check, rule)} (see `Option`).
     """
     if pass_kind not in PASSES:

@@ -214,8 +214,8 @@ def layer_axis(ax, layers, spec_map) -> None:
 
 
 def metric_info(metric: str) -> tuple[str, str, bool | None]:
-    """(title, y label, higher is better) of a summary metric: the report's four, or a column of an added metric
-    (layersweep.metrics.registry; None = a reference value such as a chance level, no better direction)."""
+    """(title, y label, higher is better) of a summary metric: the report's four (core), or a column of another
+    metric (layersweep.metrics.registry; None = a reference value such as a chance level, no better direction)."""
     if metric in METRICS:
         return METRICS[metric]
     from ..metrics.registry import column_info

@@ -11,7 +11,7 @@ minimum of the batch it has already ablated; past the next ReLU every such value
 """
 import torch
 
-from ... import cost
+from .. import work
 from ..registry import register
 from ._cam import weighted_channel_sum
 
@@ -51,7 +51,7 @@ def tail_of_masked(ctx, a, keep, target, image, fill: float = 0.0):
     return torch.cat(out)
 
 
-@register("ablationcam", "perturb", "pytorch_grad_cam.AblationCAM", weights=True, cost=cost.tail_per_channel)
+@register("ablationcam", "perturb", "pytorch_grad_cam.AblationCAM", weights=True, cost=work.tail_per_channel)
 def ablationcam(ctx):
     w = ctx.shared(ablation_weights)
     return weighted_channel_sum(w, ctx.activations).clamp(min=0), w

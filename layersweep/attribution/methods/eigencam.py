@@ -3,11 +3,11 @@
 No gradients: the pass runs no backward for it. numpy SVD per image on the CPU, for the library's sign
 (see `_cam.first_component_projection`).
 """
-from ... import cost
+from .. import work
 from ..registry import register
 from ._cam import first_component_projection
 
 
-@register("eigencam", "gradient", "pytorch_grad_cam.EigenCAM", cost=cost.svd_of_layer)
+@register("eigencam", "gradient", "pytorch_grad_cam.EigenCAM", cost=work.svd_of_layer)
 def eigencam(activations):
     return first_component_projection(activations)

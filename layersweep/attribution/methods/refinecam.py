@@ -12,20 +12,19 @@ pytorch-grad-cam's RefineCAM calls one base CAM per layer, each a forward and ba
 with cv2 (bilinear, pixel centres aligned: torch's align_corners=False), normalising with max + 1e-7 in
 float32; tests/test_refinecam.py checks the maps against it.
 """
-from ... import cost
+from .. import work
 from ..refine import MIXERS, mix_prefixes
-from ..registry import Option, _REGISTRY, choice_option, register
+from ..registry import Option, available_methods, choice_option, get_method, register
 
 
 def _is_base(name) -> bool:
-    m = _REGISTRY.get(name) if isinstance(name, str) else None
-    return m is not None and m.pass_kind != "mix"
+    return isinstance(name, str) and name in available_methods() and get_method(name).pass_kind != "mix"
 
 
 def _layer_cost(facts, options):
-    """The base method's work at the layer (its pass is the base's: see cost.pass_work's default)."""
-    base = _REGISTRY[options["base"]]
-    return cost.method_layer_cost(base)(facts, {**base.options, **options})
+    """The base method's work at the layer (its pass is the base's: see work.pass_work's default)."""
+    base = get_method(options["base"])
+    return work.method_layer_cost(base)(facts, {**base.options, **options})
 
 
 @register("refinecam", "mix", "pytorch_grad_cam.RefineCAM (and liuktc/RefineCAM's mixers)", cost=_layer_cost,

@@ -11,7 +11,7 @@ beyond its one forward. `randomcam` (random channel weights) is the model-depend
 """
 import torch
 
-from ... import cost
+from .. import work
 from ..registry import register
 
 NOISE_GROUP = 0  # the generator key of every layer: one noise map per crop
@@ -23,14 +23,14 @@ def _blank(ctx, value: float) -> torch.Tensor:
     return torch.full((b, h, w), value, dtype=ctx.activations.dtype, device=ctx.images.device)
 
 
-@register("allones", "perturb", "liuktc/RefineCAM All1sCAM (a sanity map)", cost=cost.no_layer_cost)
+@register("allones", "perturb", "liuktc/RefineCAM All1sCAM (a sanity map)", cost=work.no_layer_cost)
 def allones(ctx):
     out = _blank(ctx, 1.0)
     out[:, 0, 0] = 0.0
     return out
 
 
-@register("half", "perturb", "liuktc/RefineCAM HalfCAM (a sanity map)", cost=cost.no_layer_cost)
+@register("half", "perturb", "liuktc/RefineCAM HalfCAM (a sanity map)", cost=work.no_layer_cost)
 def half(ctx):
     out = _blank(ctx, 0.5)
     out[:, 0, 0] = 0.0
@@ -39,7 +39,7 @@ def half(ctx):
 
 
 @register("uniformnoise", "perturb", "liuktc/RefineCAM RandomCAM's uniform-noise map (a sanity map)",
-          cost=cost.no_layer_cost)
+          cost=work.no_layer_cost)
 def uniformnoise(ctx):
     out = _blank(ctx, 0.0)
     h, w = out.shape[-2:]

@@ -7,13 +7,13 @@ masked input is the zero image: one forward of the zero image serves every const
 """
 import torch
 
-from ... import cost
+from .. import work
 from ..registry import register
 from ..perturb import upsample_to
 from ._cam import weighted_channel_sum
 
 
-@register("scorecam", "perturb", "pytorch_grad_cam.ScoreCAM", weights=True, cost=cost.full_per_channel)
+@register("scorecam", "perturb", "pytorch_grad_cam.ScoreCAM", weights=True, cost=work.full_per_channel)
 def scorecam(ctx):
     acts, images = ctx.activations, ctx.images
     B, C = acts.shape[:2]

@@ -9,7 +9,7 @@ ShapleyValueSampling draws under `torch.manual_seed(crop_seed(seed, crop, "shapc
 """
 import torch
 
-from ... import cost
+from .. import work
 from ..registry import choice_option, int_option, register
 
 
@@ -23,7 +23,7 @@ def _values(ctx, rows, target, image):
 @register("shapcam", "perturb", "Shap-CAM (Zheng et al. 2022); captum.attr.ShapleyValueSampling over positions",
           options={"permutations": int_option(10, 1, 100000), "absent": choice_option("zero", ("zero", "mean")),
                    "value": choice_option("prob", ("prob", "logit"))},
-          cost=cost.tail_per_position_permutation)
+          cost=work.tail_per_position_permutation)
 def shapcam(ctx):
     acts = ctx.activations
     B, C, H, W = acts.shape

@@ -9,7 +9,7 @@ marginal contribution is exactly 0. Played once per layer group (see perturb.py)
 """
 import torch
 
-from ... import cost
+from .. import work
 from ..registry import int_option, register
 from ._cam import weighted_channel_sum
 from .ablationcam import tail_of_masked
@@ -40,7 +40,7 @@ def shapley_orderings(ctx) -> torch.Tensor:
 
 
 @register("shapcam_pi", "perturb", "SHAP-CAM|Pi| (Jung & Oh 2021); captum.attr.ShapleyValueSampling over channels",
-          weights=True, options={"orderings": int_option(10, 1, 100000)}, cost=cost.tail_per_channel_ordering)
+          weights=True, options={"orderings": int_option(10, 1, 100000)}, cost=work.tail_per_channel_ordering)
 def shapcam_pi(ctx):
     alpha = ctx.shared(shapley_orderings)
     return weighted_channel_sum(alpha, ctx.activations).clamp(min=0), alpha
