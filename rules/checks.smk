@@ -1,4 +1,4 @@
-# Config checks and the facts every rule reads: the config validated against config.schema.yaml, then what
+# Config checks and the facts the rules read: the config validated against config.schema.yaml, then what
 # the method and metric registries and model.arch say about it (layersweep.dagfacts: computed with torch once
 # per config and layersweep version, then read from .snakemake/layersweep-facts/ without importing torch).
 import sys

@@ -3,10 +3,6 @@
 # recompute the method's explanations (sensitivity, adcc) have no method to recompute here and are left out.
 
 
-def degradation_metrics():
-    return {m: METRIC_OPTIONS[m] for m in COMPUTE if "attribution" not in metric(m).needs}
-
-
 rule metric_degradation:
     input:
         **split_files("test"),
@@ -18,7 +14,7 @@ rule metric_degradation:
         "results/groundtruth/degradation.parquet",
     params:
         model=MODEL_SPEC,
-        metrics=canonical(degradation_metrics()),
+        metrics=canonical({m: METRIC_OPTIONS[m] for m in COMPUTE if "attribution" not in metric(m).needs}),
         n_samples=32,
         n_steps=20,
         mask_space=METRICS["mask_space"],

@@ -2,33 +2,13 @@
 # groundtruth_study (default refinecam-shapes-cpu, the offline one; refinecam-shapes is the paper's set-up):
 # tables/refinecam-groundtruth.csv, tables/metric-agreement.csv, figures/metric-agreement.pdf,
 # figures/metric-degradation.pdf and figures/refinecam.pdf. Only correctly classified test samples count.
-GT_STUDY = config.get("groundtruth_study", "refinecam-shapes-cpu")
-if GT_STUDY not in STUDIES:
-    sys.exit(f"layersweep: config key 'groundtruth_study' names '{GT_STUDY}', which is not a study of "
-             f"config/studies/ ({', '.join(STUDIES)}).")
-if STUDIES[GT_STUDY]["data"].get("source") != "shapes" or STUDIES[GT_STUDY]["model"]["train"] != "full":
-    sys.exit(f"layersweep: the study '{GT_STUDY}' of config key 'groundtruth_study' needs 'data.source: shapes' "
-             f"and 'model.train: full' (its masks and test predictions).")
-GT_PREFIX = study_prefix(GT_STUDY)
-
-
-def gt_metric_shards():
-    """{metric: its per-image tables} of every metric the study computes, every method."""
-    mod = study_module(GT_STUDY)
-    return {m: [GT_PREFIX + p for p in mod.metric_shards(m)] for m in mod.COMPUTE}
-
-
-def gt_columns():
-    """{column: direction} of the study's metric columns (their `none` reference columns left out)."""
-    from layersweep.metrics.registry import get_metric
-
-    return {c: d for m in study_module(GT_STUDY).COMPUTE for c, d in get_metric(m).columns.items() if d != "none"}
+include: "groundtruth_common.smk"
 
 
 rule groundtruth_per_map:
     input:
         shards=lambda wc: [p for ps in gt_metric_shards().values() for p in ps],
-        predictions=GT_PREFIX + "results/model/test_predictions.parquet",
+        predictions=f"{GT_PREFIX}results/model/test_predictions.parquet",
     output:
         per_map="tables/groundtruth/per-map.parquet",
         counts="tables/groundtruth/counts.json",
@@ -105,7 +85,7 @@ rule figure_metric_agreement:
 
 rule figure_metric_degradation:
     input:
-        GT_PREFIX + "results/groundtruth/degradation.parquet",
+        f"{GT_PREFIX}results/groundtruth/degradation.parquet",
     output:
         pdf="figures/metric-degradation.pdf",
         png="figures/metric-degradation.png",
@@ -128,11 +108,11 @@ rule figure_refinecam:
     input:
         table="tables/refinecam-groundtruth.csv",
         per_map="tables/groundtruth/per-map.parquet",
-        shards=lambda wc: [GT_PREFIX + f"results/attributions/{m}/shard-0.npz"
+        shards=lambda wc: [f"{GT_PREFIX}results/attributions/{m}/shard-0.npz"
                            for m in STUDIES[GT_STUDY]["attribution"]["methods"]],
-        crops=GT_PREFIX + "results/data/test_crops.npy",
-        index=GT_PREFIX + "results/data/test.parquet",
-        masks=GT_PREFIX + "results/data/test_masks.npy",
+        crops=f"{GT_PREFIX}results/data/test_crops.npy",
+        index=f"{GT_PREFIX}results/data/test.parquet",
+        masks=f"{GT_PREFIX}results/data/test_masks.npy",
     output:
         pdf="figures/refinecam.pdf",
         png="figures/refinecam.png",

@@ -74,7 +74,7 @@ def baseline_files():
 
 
 def model_inputs():
-    """What a rule that runs the model on the test crops reads: the crops, DeepLiftShap's baseline crops, the
+    """What the rules that run the model on the test crops read: the crops, DeepLiftShap's baseline crops, the
     pretrained weights and the fitted head."""
     return {**eval_files(), **baseline_files(), "weights": weights_file(), **MODEL_FILES}
 

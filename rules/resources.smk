@@ -44,7 +44,7 @@ SMALL_JOB = dict(mem_mb=grows(1000), runtime=grows(5))
 
 
 def use_the_conda_env(defined):
-    """With --software-deployment-method conda, every rule that runs a script runs it in envs/layersweep.yaml:
+    """With --software-deployment-method conda, the rules that run a script run it in envs/layersweep.yaml:
     set here once for the rules defined so far, instead of a `conda:` line in each rule."""
     for each in defined:
         if each.script and each.conda_env is None:
