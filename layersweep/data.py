@@ -155,25 +155,25 @@ def write_split(crops: np.ndarray, index: pd.DataFrame, crops_path, index_path) 
     """Crops as one .npy and the index as parquet; both appear together or neither does."""
     if len(crops) != len(index):
         raise LayersweepError(f"Refusing to write {crops_path}: {len(crops)} crops but {len(index)} index rows for {index_path}.")
-    # Both temporary files are complete before either is renamed into place.
-    with atomic_path(crops_path) as tmp_crops, atomic_path(index_path) as tmp_index:
-        with open(tmp_crops, "wb") as fh:  # a file handle keeps numpy from appending '.npy'
-            np.save(fh, np.ascontiguousarray(crops, dtype=np.uint8))
-        index.to_parquet(tmp_index, index=False)
+    try:
+        # Both temporary files are complete before either is renamed into place.
+        with atomic_path(crops_path) as tmp_crops, atomic_path(index_path) as tmp_index:
+            with open(tmp_crops, "wb") as fh:  # a file handle keeps numpy from appending '.npy'
+                np.save(fh, np.ascontiguousarray(crops, dtype=np.uint8))
+            index.to_parquet(tmp_index, index=False)
+    except BaseException:
+        # the index is renamed first and the crops last; never leave one without the other.
+        for p in (crops_path, index_path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p)
+        raise
 
 
 def make_split(voc2007_dir, split: str, crop_size: int, crops_path, index_path, *, samples: str = "crops",
                progress: bool = True) -> pd.DataFrame:
     """build_split then write_split (what the pipeline's crop rule runs); on bad input nothing is written."""
     crops, index = build_split(voc2007_dir, split, crop_size, samples=samples, progress=progress)
-    try:
-        write_split(crops, index, crops_path, index_path)
-    except BaseException:
-        # write_split renames the index first and the crops last; never leave one without the other.
-        for p in (crops_path, index_path):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(p)
-        raise
+    write_split(crops, index, crops_path, index_path)
     return index
 
 

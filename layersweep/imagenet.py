@@ -17,8 +17,6 @@ half-open floats), as the VOC image mode does (layersweep.data).
 """
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -372,11 +370,5 @@ def build_imagenet_split(root, split: str, crop_size: int, settings: dict) -> tu
 def make_imagenet_split(root, split: str, crop_size: int, crops_path, index_path, settings: dict) -> pd.DataFrame:
     """build_imagenet_split then write_split (the crop rule with data.source imagenet); nothing on bad input."""
     crops, index = build_imagenet_split(root, split, crop_size, settings)
-    try:
-        write_split(crops, index, crops_path, index_path)
-    except BaseException:
-        for p in (crops_path, index_path):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(p)
-        raise
+    write_split(crops, index, crops_path, index_path)
     return index

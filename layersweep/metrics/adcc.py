@@ -26,8 +26,8 @@ import torch
 
 from ..errors import LayersweepError
 from ..preprocess import TORCHVISION, Preprocessing
-from .batching import (as_crop_index, check_mask_space, explanation_images, explanation_scores, image_scores,
-                       normalize_maps, progress_bar)
+from .batching import (as_crop_index, check_map_size, check_mask_space, explanation_images, explanation_scores,
+                       image_scores, normalize_maps, progress_bar)
 from .core import average_drop_terms
 from .registry import int_option, register
 from .sensitivity import call_attribute
@@ -84,8 +84,7 @@ def coherency_scores(x: torch.Tensor, targets, maps01: torch.Tensor, attribute: 
     dev = x.device
     M = len(maps01)
     H, W = x.shape[-2:]
-    if tuple(maps01.shape[-2:]) != (H, W):
-        raise LayersweepError(f"maps of size {tuple(maps01.shape[-2:])} do not match the crops' size {(H, W)}; normalise them first.")
+    check_map_size(maps01, x)
     ci = as_crop_index(crop_index, M, len(x), dev)
     layers = torch.as_tensor(map_layers, device=dev).long()
     if layers.shape != (M,):

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..preprocess import TORCHVISION, Preprocessing
-from .batching import as_crop_index, as_pair, check_mask_space, explanation_images, score_batches
+from .batching import as_pair, explanation_scores
 from .registry import register
 
 
@@ -33,16 +33,8 @@ def deletion_image_scores(model, x: torch.Tensor, maps01: torch.Tensor, targets,
     """D = score of the inverted explanation image `explanation_images(x, 1 - S, mask_space)` of each map (M,),
     with the target of the map's crop; one forward per map, `batch_size` maps per forward. 1 - S is built
     per batch, so the maps are not copied."""
-    check_mask_space(mask_space)
-    ci = as_crop_index(crop_index, len(maps01), len(x), x.device)
-    t = torch.as_tensor(targets, device=x.device).long()
-    maps01 = maps01.to(x.device)
-
-    def make(i):
-        c = ci[i]
-        return explanation_images(x[c], 1 - maps01[i], mask_space, preprocessing), t[c]
-
-    return score_batches(model, len(maps01), make, batch_size, x.device, progress, "deletion image")
+    return explanation_scores(model, x, maps01, targets, crop_index=crop_index, mask_space=mask_space,
+                              batch_size=batch_size, progress=progress, preprocessing=preprocessing, complement=True)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -132,6 +132,14 @@ def score_batches(model, n_items: int, make_batch, batch_size: int, device, prog
     return out
 
 
+def check_map_size(maps01: torch.Tensor, x: torch.Tensor) -> None:
+    """Maps (M, H, W) at the crops' (N, C, H, W) size, else one sentence: they must be normalised first."""
+    H, W = x.shape[-2:]
+    if tuple(maps01.shape[-2:]) != (H, W):
+        raise LayersweepError(f"maps of size {tuple(maps01.shape[-2:])} do not match the crops' size {(H, W)}; "
+                              "normalise them first.")
+
+
 def as_crop_index(crop_index, n_maps: int, n_crops: int, device) -> torch.Tensor:
     """The crop of each of `n_maps` maps as an int64 tensor; None = map i belongs to crop i."""
     if crop_index is None:
@@ -187,9 +195,10 @@ def explanation_images(x: torch.Tensor, maps01: torch.Tensor, mask_space: str = 
 
 def explanation_scores(model, x: torch.Tensor, maps01: torch.Tensor, targets, *, crop_index=None,
                        mask_space: str = "normalized", batch_size: int = 256, progress=False,
-                       preprocessing: Preprocessing = TORCHVISION) -> torch.Tensor:
+                       preprocessing: Preprocessing = TORCHVISION, complement: bool = False) -> torch.Tensor:
     """O = score of the explanation image of each map (M,), with the target class of the map's crop.
-    `preprocessing` (the model's, from model.source) matters only for mask_space 'pixel'."""
+    `preprocessing` (the model's, from model.source) matters only for mask_space 'pixel'. `complement`: the
+    image of 1 - S instead (ADD's deletion image), built per batch so that the maps are not copied."""
     check_mask_space(mask_space)
     ci = as_crop_index(crop_index, len(maps01), len(x), x.device)
     t = torch.as_tensor(targets, device=x.device).long()
@@ -197,6 +206,7 @@ def explanation_scores(model, x: torch.Tensor, maps01: torch.Tensor, targets, *,
 
     def make(i):
         c = ci[i]
-        return explanation_images(x[c], maps01[i], mask_space, preprocessing), t[c]
+        return explanation_images(x[c], 1 - maps01[i] if complement else maps01[i], mask_space, preprocessing), t[c]
 
-    return score_batches(model, len(maps01), make, batch_size, x.device, progress, "explanation")
+    return score_batches(model, len(maps01), make, batch_size, x.device, progress,
+                         "deletion image" if complement else "explanation")

@@ -25,7 +25,7 @@ from torchvision.transforms.functional import gaussian_blur
 from ..attribution.registry import Option, choice_option, int_option
 from ..errors import LayersweepError
 from ..preprocess import TORCHVISION, Preprocessing
-from .batching import as_crop_index, as_pair, explanation_scores, score_batches
+from .batching import as_crop_index, as_pair, check_map_size, explanation_scores, score_batches
 from .registry import CORE, float_option, register
 from .rescale import rescale_maps
 
@@ -172,8 +172,7 @@ def deletion_insertion(model, x: torch.Tensor, maps01: torch.Tensor, targets, *,
     dev = x.device
     M = len(maps01)
     H, W = x.shape[-2:]
-    if tuple(maps01.shape[-2:]) != (H, W):
-        raise LayersweepError(f"maps of size {tuple(maps01.shape[-2:])} do not match the crops' size {(H, W)}; normalise them first.")
+    check_map_size(maps01, x)
     ci = as_crop_index(crop_index, M, len(x), dev)
     t = torch.as_tensor(targets, device=dev).long()
     counts = curve_counts(curve_points, H * W)
