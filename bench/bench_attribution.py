@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import time
 import warnings
 
 import torch
 import torchvision
 
+from common import best_of
 from layersweep.attribution import attribute_layers
 
 
@@ -38,15 +38,6 @@ def _setup(arch: str):
     modules = {s: library_module(ref, s) for s in sites}
     return model, ref, sites, modules, f"{len(sites)} block outputs"
 
-
-def _time(fn, repeats: int):
-    """Best of `repeats` (wall seconds, process CPU seconds): other jobs on a shared machine only add time."""
-    wall, cpu, out = float("inf"), float("inf"), None
-    for _ in range(repeats):
-        w0, c0 = time.perf_counter(), time.process_time()
-        out = fn()
-        wall, cpu = min(wall, time.perf_counter() - w0), min(cpu, time.process_time() - c0)
-    return wall, cpu, out
 
 
 def main(argv=None):
@@ -100,8 +91,8 @@ def main(argv=None):
         engine("gradcampp")()  # warm-up (first-call allocations, the trace)
         for method, ref_fn, ref_name in (("deepliftshap", captum_loop, f"captum LayerDeepLiftShap x{len(sites)}"),
                                          ("gradcampp", gradcam_loop, f"pytorch-grad-cam GradCAM++ x{len(sites)}")):
-            w_ref, c_ref, out_ref = _time(ref_fn, args.repeats)
-            w_eng, c_eng, out_eng = _time(engine(method), args.repeats)
+            w_ref, c_ref, out_ref = best_of(ref_fn, args.repeats)
+            w_eng, c_eng, out_eng = best_of(engine(method), args.repeats)
             err = max(float((out_eng[s] - out_ref[s]).abs().max() / out_ref[s].abs().max().clamp_min(1e-30))
                       for s in sites)
             rows.append((arch, method, ref_name, w_ref / n, w_eng / n, c_ref / c_eng, err))

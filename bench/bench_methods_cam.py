@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
-import time
 import warnings
 
 import numpy as np
 import torch
-import torchvision
-from torch import nn
 
+from common import best_of, random_vgg11
 from layersweep.attribution import attribute_layers
+from layersweep.attribution.reference import library_copy
 
 CLASSES = {"hirescam": "HiResCAM", "gradcam_elementwise": "GradCAMElementWise", "fem": "FEM",
            "randomcam": "RandomCAM", "finercam": "FinerCAM", "shapleycam": "ShapleyCAM",
@@ -34,15 +32,6 @@ CLASSES = {"hirescam": "HiResCAM", "gradcam_elementwise": "GradCAMElementWise", 
 EIGEN = ("eigencam", "eigengradcam", "segeigencam")
 CONVS_AND_INPUT = [-1, 0, 3, 6, 8, 11, 13, 16, 18]
 
-
-def _time(fn, repeats: int):
-    """Best of `repeats` (wall seconds, process CPU seconds): other jobs on a shared machine only add time."""
-    wall, cpu, out = float("inf"), float("inf"), None
-    for _ in range(repeats):
-        w0, c0 = time.perf_counter(), time.process_time()
-        out = fn()
-        wall, cpu = min(wall, time.perf_counter() - w0), min(cpu, time.process_time() - c0)
-    return wall, cpu, out
 
 
 @contextlib.contextmanager
@@ -76,16 +65,8 @@ def main(argv=None):
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    model = torchvision.models.vgg11(weights=None, num_classes=20)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                m.bias.normal_(0, 0.1)
-    model.eval()
-    ref = copy.deepcopy(model)
-    for m in ref.modules():
-        if isinstance(m, nn.ReLU):
-            m.inplace = False
+    model = random_vgg11(bias_std=0.1)
+    ref = library_copy(model)
     x_all = torch.randn(max(args.crops, args.eigen_crops), 3, args.size, args.size)
     t_all = torch.arange(x_all.shape[0]) % 20
     layers = list(range(len(model.features)))
@@ -136,8 +117,8 @@ def main(argv=None):
     for method in args.methods:
         n = args.eigen_crops if method in EIGEN else args.crops
         x, t = x_all[:n], t_all[:n]
-        w_ref, c_ref, out_ref = _time(library_loop(method, x, t), args.repeats)
-        w_eng, c_eng, out_eng = _time(engine(method, x, t), args.repeats)
+        w_ref, c_ref, out_ref = best_of(library_loop(method, x, t), args.repeats)
+        w_eng, c_eng, out_eng = best_of(engine(method, x, t), args.repeats)
         if method in ("fullgrad", "randomcam"):
             err = float("nan")  # different outputs (a sum vs terms; other random draws): parity is in the tests
         else:

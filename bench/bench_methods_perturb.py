@@ -6,7 +6,6 @@ library called once per layer, in one process on the same inputs; prints seconds
 Usage: python bench/bench_methods_perturb.py [--size 64] [--images 1] [--layers 13 14 15 16 17 18 19 20]
 """
 import argparse
-import copy
 import time
 import warnings
 
@@ -18,6 +17,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from layersweep.attribution import attribute_layers
+from layersweep.attribution.reference import library_copy
 
 
 def timed(fn):
@@ -37,10 +37,7 @@ def main():
     warnings.simplefilter("ignore")
     torch.manual_seed(0)
     model = torchvision.models.vgg11(weights=None, num_classes=20).eval()
-    ref = copy.deepcopy(model)
-    for m in ref.modules():
-        if isinstance(m, nn.ReLU):
-            m.inplace = False
+    ref = library_copy(model)
     x = torch.randn(args.images, 3, args.size, args.size)
     t = torch.arange(args.images) % 20
     targets = [ClassifierOutputTarget(int(c)) for c in t]

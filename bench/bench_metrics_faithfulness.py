@@ -25,13 +25,15 @@ Random VGG11 (20 classes); the reference libraries run on a copy with ReLU(inpla
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 import warnings
 
 import numpy as np
 import torch
 import torchvision
+
+from common import best_of
+from layersweep.attribution.reference import library_copy
 
 BENCHES = {}
 
@@ -47,14 +49,6 @@ def timed(fn):
     w0 = time.perf_counter()
     out = fn()
     return time.perf_counter() - w0, out
-
-
-def _reference_model(model):
-    ref = copy.deepcopy(model)
-    for m in ref.modules():
-        if isinstance(m, torch.nn.ReLU):
-            m.inplace = False
-    return ref
 
 
 def _like(inputs, out):
@@ -159,12 +153,8 @@ class Clock:
 
 
 def timed_min(fn):
-    best, out = Clock(), None
-    for _ in range(Clock.repeat):
-        w0, c0 = time.perf_counter(), time.process_time()
-        out = fn()
-        best = Clock(min(best.wall, time.perf_counter() - w0), min(best.cpu, time.process_time() - c0))
-    return best, out
+    wall, cpu, out = best_of(fn, Clock.repeat)
+    return Clock(wall, cpu), out
 
 
 def timed_rounds(arms: dict):
@@ -340,7 +330,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = torchvision.models.vgg11(weights=None, num_classes=20).eval()
-    s = dict(model=model, ref=_reference_model(model), method=args.method, layers=args.layers,
+    s = dict(model=model, ref=library_copy(model), method=args.method, layers=args.layers,
              max_pairs=args.max_pairs, x=torch.randn(args.crops, 3, args.size, args.size),
              t=torch.arange(args.crops) % 20, baselines=torch.randn(args.baselines, 3, args.size, args.size))
     print(f"VGG11 (random, 20 classes), {args.size}x{args.size}, {args.crops} crops, {args.baselines} baselines, "

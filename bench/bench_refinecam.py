@@ -16,29 +16,18 @@ Random weights (no downloads), random non-zero biases; the values of both sides 
 from __future__ import annotations
 
 import argparse
-import copy
 import os
-import time
 import warnings
 
 import numpy as np
 import torch
-import torchvision
-from torch import nn
 
+from common import best_of, random_vgg11
 from layersweep.attribution import attribute_layers
+from layersweep.attribution.reference import library_copy
 
 POOLS = [20, 15, 10, 5]  # deep -> shallow
 
-
-def _time(fn, repeats: int):
-    """Best of `repeats` (wall seconds, process CPU seconds), and the last result: other jobs only add time."""
-    wall, cpu, out = float("inf"), float("inf"), None
-    for _ in range(repeats):
-        w0, c0 = time.perf_counter(), time.process_time()
-        out = fn()
-        wall, cpu = min(wall, time.perf_counter() - w0), min(cpu, time.process_time() - c0)
-    return wall, cpu, out
 
 
 class LogitTargets:
@@ -74,16 +63,8 @@ def main(argv=None):
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    model = torchvision.models.vgg11(weights=None, num_classes=20)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                m.bias.normal_(0, 0.05)
-    model.eval()
-    ref = copy.deepcopy(model)  # the library's hooks need ReLU(inplace=False)
-    for m in ref.modules():
-        if isinstance(m, nn.ReLU):
-            m.inplace = False
+    model = random_vgg11(bias_std=0.05)
+    ref = library_copy(model)  # the library's hooks need ReLU(inplace=False)
     x = torch.randn(args.crops, 3, args.size, args.size)
     t = torch.randint(0, 20, (args.crops,))
     modules = [ref.features[i] for i in POOLS]
@@ -108,9 +89,9 @@ def main(argv=None):
     # the method registry's imports, the library's hooks) that a run over many batches does not
     attribute_layers(model, x[:1], t[:1], ["refinecam"], POOLS)
     library(modules[:1], x[:1], t[:1])
-    w_ours, c_ours, ours = _time(ours_refine, args.repeats)
-    w_lib, c_lib, lib = _time(lambda: library(modules), args.repeats)
-    w_pre, c_pre, _ = _time(lambda: [library(modules[:k]) for k in range(1, 5)], args.repeats)
+    w_ours, c_ours, ours = best_of(ours_refine, args.repeats)
+    w_lib, c_lib, lib = best_of(lambda: library(modules), args.repeats)
+    w_pre, c_pre, _ = best_of(lambda: [library(modules[:k]) for k in range(1, 5)], args.repeats)
     gap = float(np.abs(ours[5].numpy() - lib).max())
     n = args.crops
     print(f"\nRefineCAM, {n} crops in one batch (s/crop, wall | process CPU):")
@@ -146,8 +127,8 @@ def main(argv=None):
                                     [ClassifierOutputSoftmaxTarget(int(ta[i]))], ref)[0]))
         return np.array(out)
 
-    w_oa, c_oa, res = _time(ours_arcc, args.repeats)
-    w_la, c_la, lib_a = _time(library_arcc, args.repeats)
+    w_oa, c_oa, res = best_of(ours_arcc, args.repeats)
+    w_la, c_la, lib_a = best_of(library_arcc, args.repeats)
     print(f"\nARCC of the full RefineCAM map, {k} crop(s) (s/crop, wall | process CPU):")
     print(f"  layersweep arcc_scores        : {w_oa / k:7.3f} | {c_oa / k:7.3f}")
     print(f"  pytorch-grad-cam metrics ARCC : {w_la / k:7.3f} | {c_la / k:7.3f}   "
